@@ -1,0 +1,33 @@
+# `make run`: the API and one worker on 127.0.0.1:8000 (embedded SQLite mode).
+# `make test`: the whole test suite. Both create .venv and install on first use.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint bench demo clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q $(TORCH_PINS)
+	$(VENV)/bin/pip install -q -e ".[dev,postgres]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/gscore up --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/gscore demo
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_measures.py
+
+clean:
+	rm -rf $(VENV) gscore-data .pytest_cache

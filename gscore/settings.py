@@ -1,0 +1,80 @@
+"""One settings object for the whole product, read from environment variables.
+
+Every default works with nothing set: all state lives under ``GSCORE_DATA_DIR``
+(``./gscore-data``), the database and the Celery broker are SQLite files there.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Product settings. Environment variable names are given by each field's alias."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(
+        Path("gscore-data"),
+        validation_alias=AliasChoices("GSCORE_DATA_DIR", "data_dir"),
+        description="Root of all embedded state (SQLite files, stored checkpoints and datasets).",
+    )
+    datasets_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("GSCORE_DATASETS_DIR", "datasets_dir"),
+        description="Where built-in datasets (CIFAR) are installed; default DATA_DIR/datasets.",
+    )
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL; default sqlite:///DATA_DIR/gscore.db.",
+    )
+    broker_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("BROKER_URL", "broker_url"),
+        description="Celery broker; default the embedded SQLite broker sqla+sqlite:///DATA_DIR/broker.db.",
+    )
+    device: str = Field(
+        "auto",
+        validation_alias=AliasChoices("GSCORE_DEVICE", "device"),
+        description="auto, cpu or cuda: where workers run the models.",
+    )
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024,
+        validation_alias=AliasChoices("GSCORE_MAX_UPLOAD_BYTES", "max_upload_bytes"),
+        description="Largest accepted checkpoint or dataset upload, in bytes.",
+    )
+    job_soft_time_limit: int = Field(
+        6 * 3600, validation_alias=AliasChoices("GSCORE_JOB_SOFT_TIME_LIMIT", "job_soft_time_limit")
+    )
+    job_time_limit: int = Field(
+        6 * 3600 + 300, validation_alias=AliasChoices("GSCORE_JOB_TIME_LIMIT", "job_time_limit")
+    )
+    lease_seconds: int = Field(
+        60,
+        validation_alias=AliasChoices("GSCORE_LEASE_SECONDS", "lease_seconds"),
+        description="A running job renews its lease this often x 1/3; an expired lease means its worker died.",
+    )
+    max_attempts: int = Field(3, validation_alias=AliasChoices("GSCORE_MAX_ATTEMPTS", "max_attempts"))
+
+    @property
+    def resolved_datasets_dir(self) -> Path:
+        return self.datasets_dir if self.datasets_dir is not None else self.data_dir / "datasets"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'gscore.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
+    return Settings()
