@@ -1,0 +1,51 @@
+"""The ``gscore`` command line. Each verb lives in its own module with a ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gscore.errors import GScoreError
+
+# Modules that add verbs; each has register(subparsers) and sets `func` (args -> exit code).
+_VERB_MODULES = (
+    "gscore.cli_score",  # score, demo, rank, ranking
+    "gscore.cli_service",  # up, serve, worker, submit, status, collection
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="gscore", description="Generalization scores for trained image classifiers."
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for name in _VERB_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a verb module not installed in this build
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GScoreError as exc:
+        print(f"gscore: error: {exc.title}: {exc.detail}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gscore: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
