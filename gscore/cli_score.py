@@ -1,0 +1,188 @@
+"""Local verbs: ``gscore score`` (one checkpoint), ``gscore demo``, ``gscore rank`` (offline rankings)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gscore.errors import SpecError
+
+
+def parse_json_or_file(text: str, what: str) -> Any:
+    """A JSON string, or the path of a file holding JSON."""
+    candidate = Path(text)
+    if not text.lstrip().startswith(("{", "[")) and candidate.is_file():
+        text = candidate.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{what} is neither valid JSON nor a readable JSON file: {exc}", field=what) from None
+
+
+def parse_param_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["c1.k=10", "random_sharpness.draws=5"]`` -> ``{"c1": {"k": 10}, ...}`` (values parsed as JSON)."""
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name_key, sep, raw = item.partition("=")
+        measure, dot, key = name_key.partition(".")
+        if not sep or not dot or not measure or not key:
+            raise SpecError(f"--param expects MEASURE.KEY=VALUE, got {item!r}", field="param")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(measure, {})[key] = value
+    return params
+
+
+def _progress_printer(enabled: bool):  # -> ProgressCallback
+    """A tqdm bar per stage on stderr (extraction in samples, sharpness in bisection steps)."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "load":
+            return
+        bar = bars.get(stage)
+        if bar is None:
+            unit = "img" if stage == "extract" else "step"
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, leave=False)
+        bar.total = total
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
+def format_scores_table(result: dict[str, Any]) -> str:
+    """A readable table of scores with orientation, then one line of meta."""
+    from gscore.measure_registry import MEASURES
+
+    lines = [f"{'measure':<26} {'value':>12}  meaning"]
+    for name, value in result["scores"].items():
+        info = MEASURES.get(name)
+        direction = "higher = better generalization" if (info and info.orientation > 0) else "lower = better"
+        title = info.title if info else ""
+        lines.append(f"{name:<26} {value:>12.6g}  {title} ({direction})")
+    meta = result["meta"]
+    parts = [f"samples {meta['samples']}", f"classes {meta['classes']}"]
+    if "neurons" in meta:
+        parts += [f"neurons {meta['neurons']}", f"layers {meta['layers']}"]
+    parts.append(f"device {meta['device']}")
+    parts += [f"{stage} {seconds:.2f}s" for stage, seconds in meta["seconds"].items()]
+    lines.append("")
+    lines.append(" | ".join(parts))
+    lines += [f"note: {note}" for note in meta.get("notes", [])]
+    return "\n".join(lines)
+
+
+def dump_activations(outcome: Any, path: Path) -> None:
+    """Write pre [N,M] float32, layer_of [M], layer_names, y and (when present) sub to an .npz."""
+    import numpy as np
+
+    acts = outcome.activations
+    if acts is None:
+        raise SpecError("--dump-activations needs an activation measure (c1-c4)", field="dump-activations")
+    arrays = {
+        "pre": acts.pre.detach().float().cpu().numpy(),
+        "layer_of": acts.layer_of.cpu().numpy(),
+        "layer_names": np.array(acts.layer_names),
+        "y": outcome.y.cpu().numpy(),
+    }
+    if outcome.sub is not None:
+        arrays["sub"] = outcome.sub.cpu().numpy()
+    np.savez(path, **arrays)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from gscore.pipeline import ScoreRequest, run
+
+    request = ScoreRequest(
+        checkpoint=Path(args.checkpoint),
+        arch=parse_json_or_file(args.arch, "arch"),
+        dataset=args.dataset,
+        split=args.split,
+        measures=[m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None,
+        params=parse_param_overrides(args.param),
+        samples_per_class=args.samples_per_class,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+    )
+    outcome = run(request, progress=_progress_printer(not args.no_progress))
+    if args.dump_activations:
+        dump_activations(outcome, Path(args.dump_activations))
+    if args.json:
+        print(json.dumps(outcome.result, indent=2))
+    else:
+        print(format_scores_table(outcome.result))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gscore.demo import run_demo
+
+    result = run_demo(Path(args.out), epochs=args.epochs, seed=args.seed, log=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_scores_table(result))
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from gscore.ranking import format_ranking_table, load_rank_file, rank_collection
+
+    records = load_rank_file(args.file)
+    measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
+    result = rank_collection(records, target=args.target, measures=measures)
+    if args.plot:
+        from gscore.plots import write_plots
+
+        paths = write_plots(records, list(result["measures"]), Path(args.plot), target=args.target)
+        print(f"wrote {len(paths)} plot(s) to {args.plot}", file=sys.stderr)
+    print(json.dumps(result, indent=2) if args.json else format_ranking_table(result))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score one checkpoint locally (c1-c4, sharpness)")
+    p.add_argument("checkpoint", help=".safetensors or PyTorch state_dict file")
+    p.add_argument("--arch", required=True, help="architecture spec: JSON text or a path to a JSON file")
+    p.add_argument("--dataset", required=True, help="digits, cifar10, cifar100, cifar100-coarse, or an .npz path")
+    p.add_argument("--data-dir", help="where built-in datasets are installed (default: settings)")
+    p.add_argument("--split", default="train", choices=["train", "test"])
+    p.add_argument("--measures", help="comma-separated, e.g. c1,c2,c3,c4 (default: c1-c4 where possible)")
+    p.add_argument("--param", action="append", default=[], metavar="MEASURE.KEY=VALUE",
+                   help="measure parameter, e.g. c1.k=10 (repeatable)")
+    p.add_argument("--samples-per-class", type=int, help="seeded class-balanced subset of the split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--json", action="store_true", help="print {scores, meta} as JSON on stdout")
+    p.add_argument("--dump-activations", metavar="OUT.npz", help="write the extracted pre-activations")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("demo", help="train a small CNN on digits superclasses, save it, and score it")
+    p.add_argument("--out", default="gscore-demo", help="directory for the checkpoint and spec")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("rank", help="rank models and compute (granulated) Kendall coefficients from a JSON file")
+    p.add_argument("file", help='JSON list of {"name", "hyperparameters", "test_accuracy", "scores"}')
+    p.add_argument("--target", default="test_accuracy", choices=["test_accuracy", "generalization_gap"])
+    p.add_argument("--measures", help="comma-separated subset of measures")
+    p.add_argument("--plot", metavar="DIR", help="also write one measure-vs-accuracy PNG per measure")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rank)

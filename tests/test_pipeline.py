@@ -1,0 +1,203 @@
+"""End-to-end engine tests: the `gscore score` CLI and the pipeline on real (small) data."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gscore.checkpoints import save_safetensors
+from gscore.cli import main
+from gscore.pipeline import ScoreRequest, score, validate_request
+from gscore.reference import reference_c1, reference_c2, reference_c3, reference_c4
+from models import build_model
+
+CNN = {"family": "cnn", "in_channels": 1, "width": 8, "depth": 2, "num_classes": 5}
+
+
+@pytest.fixture(scope="module")
+def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "cnn.safetensors"
+    save_safetensors(build_model(CNN), path)
+    return path
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_score_json_matches_reference_on_dumped_activations(cnn_checkpoint, tmp_path, capsys):
+    dump = tmp_path / "acts.npz"
+    code, out, _ = run_cli(
+        ["score", str(cnn_checkpoint), "--arch", json.dumps(CNN), "--dataset", "digits", "--json",
+         "--dump-activations", str(dump), "--no-progress"],
+        capsys,
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert set(result["scores"]) == {"c1", "c2", "c3", "c4"}
+    meta = result["meta"]
+    acts = np.load(dump)
+    assert acts["pre"].dtype == np.float32
+    n, m = acts["pre"].shape
+    assert meta["samples"] == n == len(acts["y"]) == len(acts["sub"])
+    assert meta["neurons"] == m == len(acts["layer_of"])
+    assert meta["layers"] == len(acts["layer_names"]) == 2  # depth-2 CNN: two ReLU call sites
+    assert set(meta["seconds"]) >= {"load", "extract", "measures", "total"}
+    pre, layer_of, y, sub = acts["pre"], acts["layer_of"], acts["y"], acts["sub"]
+    expected = {
+        "c1": reference_c1(pre, y, sub, 30),
+        "c2": reference_c2(pre, layer_of, y, sub, 5),
+        "c3": reference_c3(pre, y, 30),
+        "c4": reference_c4(pre, layer_of, y, 5),
+    }
+    for name, value in expected.items():
+        assert result["scores"][name] == pytest.approx(float(value), abs=1e-6), name
+
+
+def test_measure_parameters_are_applied(cnn_checkpoint):
+    base = ScoreRequest(checkpoint=cnn_checkpoint, arch=CNN, dataset="digits", measures=["c3"], device="cpu")
+    k1 = ScoreRequest(**{**base.__dict__, "params": {"c3": {"k": 1}}})
+    default, top1 = score(base), score(k1)
+    assert default["meta"]["parameters"]["c3"] == {"k": 30}
+    assert top1["meta"]["parameters"]["c3"] == {"k": 1}
+    # the mean of the single largest ratio is at least the mean of the top 30
+    assert top1["scores"]["c3"] >= default["scores"]["c3"]
+
+
+def test_samples_per_class_subset(cnn_checkpoint):
+    result = score(ScoreRequest(checkpoint=cnn_checkpoint, arch=CNN, dataset="digits", measures=["c3"],
+                                samples_per_class=20, device="cpu"))
+    assert result["meta"]["samples"] == 5 * 20
+
+
+def _write_npz(path: Path, with_sub: bool) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(60, 8, 8, 1), dtype=np.uint8)  # NHWC, uint8
+    y = np.repeat(np.arange(5), 12)
+    arrays = {"x": x, "y": y}
+    if with_sub:
+        arrays["sub"] = y * 2 + (np.arange(60) % 2)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_default_measures_skip_hierarchy_ones_with_note(cnn_checkpoint, tmp_path, capsys):
+    npz = _write_npz(tmp_path / "flat.npz", with_sub=False)
+    code, out, _ = run_cli(
+        ["score", str(cnn_checkpoint), "--arch", json.dumps(CNN), "--dataset", str(npz), "--json", "--no-progress"],
+        capsys,
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert set(result["scores"]) == {"c3", "c4"}
+    assert any("c1 skipped" in note for note in result["meta"]["notes"])
+    assert all(math.isfinite(v) for v in result["scores"].values())
+
+
+def test_explicit_hierarchy_measure_without_hierarchy_is_a_clear_error(cnn_checkpoint, tmp_path, capsys):
+    npz = _write_npz(tmp_path / "flat.npz", with_sub=False)
+    code, out, err = run_cli(
+        ["score", str(cnn_checkpoint), "--arch", json.dumps(CNN), "--dataset", str(npz), "--measures", "c1,c3"],
+        capsys,
+    )
+    assert code == 2 and out == ""
+    assert "c1" in err and "hierarchy" in err and "Traceback" not in err
+
+
+def test_arch_from_file_and_table_output(cnn_checkpoint, tmp_path, capsys):
+    spec = tmp_path / "arch.json"
+    spec.write_text(json.dumps(CNN))
+    code, out, _ = run_cli(
+        ["score", str(cnn_checkpoint), "--arch", str(spec), "--dataset", "digits", "--measures", "c3,c4",
+         "--no-progress"],
+        capsys,
+    )
+    assert code == 0
+    assert out.splitlines()[0].split()[:2] == ["measure", "value"]
+    assert any(line.startswith("c3 ") for line in out.splitlines())
+    assert "neurons" in out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"--arch": '{"family": "vgg", "depth": 10, "width": 32, "num_classes": 5}'}, "depth"),
+        ({"--arch": "{not json"}, "arch"),
+        ({"--measures": "c9"}, "c9"),
+        ({"--dataset": "imagenet"}, "imagenet"),
+        ({"--param": "c1.q=3"}, "q"),
+    ],
+)
+def test_bad_input_gives_clear_error_without_traceback(cnn_checkpoint, capsys, overrides, needle):
+    options = {"--arch": json.dumps(CNN), "--dataset": "digits", **overrides}
+    argv = ["score", str(cnn_checkpoint), "--no-progress", *[item for pair in options.items() for item in pair]]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    assert needle in err and "Traceback" not in err
+
+
+def test_unsafe_or_mismatched_checkpoint(tmp_path, capsys):
+    torch.manual_seed(0)
+    other = tmp_path / "other.safetensors"
+    save_safetensors(build_model({**CNN, "width": 4}), other)
+    code, _, err = run_cli(["score", str(other), "--arch", json.dumps(CNN), "--dataset", "digits"], capsys)
+    assert code == 2 and "shape" in err
+
+    pickled = tmp_path / "module.pt"
+    torch.save(build_model(CNN), pickled)  # a whole pickled module: must be refused
+    code, _, err = run_cli(["score", str(pickled), "--arch", json.dumps(CNN), "--dataset", "digits"], capsys)
+    assert code == 2 and "Traceback" not in err
+
+
+def test_validate_request_catches_problems_before_loading(cnn_checkpoint, tmp_path):
+    from gscore.errors import DatasetError, SpecError
+
+    ok = ScoreRequest(checkpoint=cnn_checkpoint, arch=CNN, dataset="digits")
+    validate_request(ok)
+    with pytest.raises(DatasetError, match="not installed"):
+        validate_request(ScoreRequest(checkpoint=cnn_checkpoint, arch=CNN, dataset="cifar10",
+                                      data_dir=tmp_path))
+    with pytest.raises(SpecError) as info:
+        validate_request(ScoreRequest(checkpoint=cnn_checkpoint, arch=CNN, dataset="digits", split="val"))
+    assert info.value.field == "split"
+
+
+def test_cifar100_coarse_through_the_real_loader(tmp_path):
+    from tests.cifar_files import write_cifar100
+
+    write_cifar100(tmp_path, n_train=200, n_test=100)
+    torch.manual_seed(0)
+    arch = {"family": "vgg", "depth": 9, "width": 32, "num_classes": 20}
+    ckpt = tmp_path / "vgg9.safetensors"
+    save_safetensors(build_model(arch), ckpt)
+    result = score(ScoreRequest(checkpoint=ckpt, arch=arch, dataset="cifar100-coarse", data_dir=tmp_path,
+                                device="cpu", batch_size=64))
+    assert set(result["scores"]) == {"c1", "c2", "c3", "c4"}
+    assert result["meta"]["samples"] == 200 and result["meta"]["classes"] == 20
+    assert result["meta"]["layers"] == 8  # VGG-9: eight conv-BN-ReLU layers
+    assert all(math.isfinite(v) for v in result["scores"].values())
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "gscore.cli", "score", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--dump-activations" in out.stdout
+
+
+def test_demo_trains_and_scores(tmp_path):
+    from gscore.demo import run_demo
+
+    result = run_demo(tmp_path, epochs=15)
+    assert (tmp_path / "demo-cnn.safetensors").is_file()
+    assert result["meta"]["train_accuracy"] > 0.95
+    assert result["meta"]["test_accuracy"] > 0.8
+    assert set(result["scores"]) == {"c1", "c2", "c3", "c4"}
