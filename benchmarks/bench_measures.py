@@ -37,7 +37,9 @@ def timed(fn, device: torch.device):  # -> tuple[result, seconds]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -84,15 +86,21 @@ def main() -> None:
 
     m = args.reference_samples or n
     pre_r, y_r, sub_r = pre[:m].cpu(), y[:m], sub[:m]
-    ours_c2, t_ours_c2 = timed(lambda: measures.layer_silhouette(pre_r, layer_of.cpu(), y_r, sub_r, k=5), device)
+    ours_c2, t_ours_c2 = timed(
+        lambda: measures.layer_silhouette(pre_r, layer_of.cpu(), y_r, sub_r, k=5), device
+    )
     ours_c4, t_ours_c4 = timed(lambda: measures.layer_variance(pre_r, layer_of.cpu(), y_r, k=5), device)
     ref_c2, t_ref_c2 = timed(lambda: reference_c2(pre_r, layer_of.cpu(), y_r, sub_r, k=5), device)
     ref_c4, t_ref_c4 = timed(lambda: reference_c4(pre_r, layer_of.cpu(), y_r, k=5), device)
     print(f"(c) on N = {m} (CPU): ours vs scikit-learn pairwise reference")
-    print(f"    c2: ours {t_ours_c2:8.3f} s, reference {t_ref_c2:8.3f} s, speed-up {t_ref_c2 / t_ours_c2:8.1f}x, "
-          f"|diff| = {abs(ours_c2 - ref_c2):.2e}")
-    print(f"    c4: ours {t_ours_c4:8.3f} s, reference {t_ref_c4:8.3f} s, speed-up {t_ref_c4 / t_ours_c4:8.1f}x, "
-          f"|diff| = {abs(ours_c4 - ref_c4):.2e}")
+    print(
+        f"    c2: ours {t_ours_c2:8.3f} s, reference {t_ref_c2:8.3f} s, speed-up {t_ref_c2 / t_ours_c2:8.1f}x, "
+        f"|diff| = {abs(ours_c2 - ref_c2):.2e}"
+    )
+    print(
+        f"    c4: ours {t_ours_c4:8.3f} s, reference {t_ref_c4:8.3f} s, speed-up {t_ref_c4 / t_ours_c4:8.1f}x, "
+        f"|diff| = {abs(ours_c4 - ref_c4):.2e}"
+    )
     both = (t_ref_c2 + t_ref_c4) / (t_ours_c2 + t_ours_c4)
     print(f"    c2+c4 together: speed-up {both:.1f}x (target >= 100x)")
 

@@ -157,12 +157,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score one checkpoint locally (c1-c4, sharpness)")
     p.add_argument("checkpoint", help=".safetensors or PyTorch state_dict file")
     p.add_argument("--arch", required=True, help="architecture spec: JSON text or a path to a JSON file")
-    p.add_argument("--dataset", required=True, help="digits, cifar10, cifar100, cifar100-coarse, or an .npz path")
+    p.add_argument(
+        "--dataset", required=True, help="digits, cifar10, cifar100, cifar100-coarse, or an .npz path"
+    )
     p.add_argument("--data-dir", help="where built-in datasets are installed (default: settings)")
     p.add_argument("--split", default="train", choices=["train", "test"])
     p.add_argument("--measures", help="comma-separated, e.g. c1,c2,c3,c4 (default: c1-c4 where possible)")
-    p.add_argument("--param", action="append", default=[], metavar="MEASURE.KEY=VALUE",
-                   help="measure parameter, e.g. c1.k=10 (repeatable)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="MEASURE.KEY=VALUE",
+        help="measure parameter, e.g. c1.k=10 (repeatable)",
+    )
     p.add_argument("--samples-per-class", type=int, help="seeded class-balanced subset of the split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
@@ -179,7 +186,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("rank", help="rank models and compute (granulated) Kendall coefficients from a JSON file")
+    p = sub.add_parser(
+        "rank", help="rank models and compute (granulated) Kendall coefficients from a JSON file"
+    )
     p.add_argument("file", help='JSON list of {"name", "hyperparameters", "test_accuracy", "scores"}')
     p.add_argument("--target", default="test_accuracy", choices=["test_accuracy", "generalization_gap"])
     p.add_argument("--measures", help="comma-separated subset of measures")

@@ -152,7 +152,11 @@ def measure_parameters(request: ScoreRequest, measures: list[str]) -> dict[str, 
                 )
             default = defaults[key]
             if isinstance(default, int) and not isinstance(default, bool):
-                if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
+                if (
+                    not isinstance(value, int)
+                    or isinstance(value, bool)
+                    or value < (0 if key == "seed" else 1)
+                ):
                     raise SpecError(
                         f"params.{name}.{key} must be a positive integer (got {value!r})",
                         field=f"params.{name}.{key}",
@@ -243,8 +247,16 @@ def run(
     activation_measures = [m for m in measures if m in CLUSTERING_MEASURES]
     if activation_measures:
         activations = _activation_scores(
-            model, probe, activation_measures, params, device, request.batch_size,
-            report, should_cancel, scores, timings,
+            model,
+            probe,
+            activation_measures,
+            params,
+            device,
+            request.batch_size,
+            report,
+            should_cancel,
+            scores,
+            timings,
         )
         meta["neurons"] = int(activations.pre.shape[1])
         meta["layers"] = activations.num_layers
@@ -252,8 +264,16 @@ def run(
     sharpness_measures = [m for m in measures if MEASURES[m].kind == "perturbation"]
     if sharpness_measures:
         meta["sharpness"] = _sharpness_scores(
-            model, request, data_dir, sharpness_measures, params, device, report, should_cancel,
-            scores, timings,
+            model,
+            request,
+            data_dir,
+            sharpness_measures,
+            params,
+            device,
+            report,
+            should_cancel,
+            scores,
+            timings,
         )
 
     meta["seconds"] = {stage: round(seconds, 4) for stage, seconds in timings.items()}

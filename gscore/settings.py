@@ -60,10 +60,40 @@ class Settings(BaseSettings):
         description="A running job renews its lease this often x 1/3; an expired lease means its worker died.",
     )
     max_attempts: int = Field(3, validation_alias=AliasChoices("GSCORE_MAX_ATTEMPTS", "max_attempts"))
+    storage_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("GSCORE_STORAGE_DIR", "storage_dir"),
+        description="Content-addressed checkpoints and uploaded datasets; default DATA_DIR/storage. "
+        "Shared by the API and every worker (a shared volume when workers run on other machines).",
+    )
+    default_queue: str = Field(
+        "cpu",
+        validation_alias=AliasChoices("GSCORE_DEFAULT_QUEUE", "default_queue"),
+        description="Celery queue new jobs go to: cpu or gpu.",
+    )
+    reaper_interval_seconds: float = Field(
+        10.0,
+        validation_alias=AliasChoices("GSCORE_REAPER_INTERVAL_SECONDS", "reaper_interval_seconds"),
+        description="How often the API and each worker look for running jobs whose lease expired.",
+    )
+    progress_interval_seconds: float = Field(
+        0.5,
+        validation_alias=AliasChoices("GSCORE_PROGRESS_INTERVAL_SECONDS", "progress_interval_seconds"),
+        description="Least time between two progress writes of a job to the database.",
+    )
+    test_job_delay_seconds: float = Field(
+        0.0,
+        validation_alias=AliasChoices("GSCORE_TEST_JOB_DELAY_SECONDS", "test_job_delay_seconds"),
+        description="TEST HOOK: a worker waits this long (honouring cancel) before scoring. Keep 0.",
+    )
 
     @property
     def resolved_datasets_dir(self) -> Path:
         return self.datasets_dir if self.datasets_dir is not None else self.data_dir / "datasets"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return self.storage_dir if self.storage_dir is not None else self.data_dir / "storage"
 
     @property
     def resolved_database_url(self) -> str:

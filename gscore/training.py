@@ -79,8 +79,9 @@ def train_classifier(
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    epoch, mean_loss = 0, float("inf")
+    epochs_run, mean_loss = 0, float("inf")
     for epoch in range(1, epochs + 1):
+        epochs_run = epoch
         order = torch.randperm(len(x), generator=generator)
         total = 0.0
         for start in range(0, len(x), batch_size):
@@ -90,9 +91,9 @@ def train_classifier(
             loss = loss_fn(model(batch), y[index])
             loss.backward()
             opt.step()
-            total += float(loss) * len(index)
+            total += loss.item() * len(index)
         mean_loss = total / len(x)
         if mean_loss < stop_at_loss:
             break
     model.eval()
-    return TrainingResult(epochs=epoch, train_accuracy=accuracy(model, x, y), final_loss=mean_loss)
+    return TrainingResult(epochs=epochs_run, train_accuracy=accuracy(model, x, y), final_loss=mean_loss)

@@ -38,8 +38,18 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 def test_score_json_matches_reference_on_dumped_activations(cnn_checkpoint, tmp_path, capsys):
     dump = tmp_path / "acts.npz"
     code, out, _ = run_cli(
-        ["score", str(cnn_checkpoint), "--arch", json.dumps(CNN), "--dataset", "digits", "--json",
-         "--dump-activations", str(dump), "--no-progress"],
+        [
+            "score",
+            str(cnn_checkpoint),
+            "--arch",
+            json.dumps(CNN),
+            "--dataset",
+            "digits",
+            "--json",
+            "--dump-activations",
+            str(dump),
+            "--no-progress",
+        ],
         capsys,
     )
     assert code == 0
@@ -75,8 +85,16 @@ def test_measure_parameters_are_applied(cnn_checkpoint):
 
 
 def test_samples_per_class_subset(cnn_checkpoint):
-    result = score(ScoreRequest(checkpoint=cnn_checkpoint, arch=CNN, dataset="digits", measures=["c3"],
-                                samples_per_class=20, device="cpu"))
+    result = score(
+        ScoreRequest(
+            checkpoint=cnn_checkpoint,
+            arch=CNN,
+            dataset="digits",
+            measures=["c3"],
+            samples_per_class=20,
+            device="cpu",
+        )
+    )
     assert result["meta"]["samples"] == 5 * 20
 
 
@@ -94,7 +112,16 @@ def _write_npz(path: Path, with_sub: bool) -> Path:
 def test_default_measures_skip_hierarchy_ones_with_note(cnn_checkpoint, tmp_path, capsys):
     npz = _write_npz(tmp_path / "flat.npz", with_sub=False)
     code, out, _ = run_cli(
-        ["score", str(cnn_checkpoint), "--arch", json.dumps(CNN), "--dataset", str(npz), "--json", "--no-progress"],
+        [
+            "score",
+            str(cnn_checkpoint),
+            "--arch",
+            json.dumps(CNN),
+            "--dataset",
+            str(npz),
+            "--json",
+            "--no-progress",
+        ],
         capsys,
     )
     assert code == 0
@@ -107,7 +134,16 @@ def test_default_measures_skip_hierarchy_ones_with_note(cnn_checkpoint, tmp_path
 def test_explicit_hierarchy_measure_without_hierarchy_is_a_clear_error(cnn_checkpoint, tmp_path, capsys):
     npz = _write_npz(tmp_path / "flat.npz", with_sub=False)
     code, out, err = run_cli(
-        ["score", str(cnn_checkpoint), "--arch", json.dumps(CNN), "--dataset", str(npz), "--measures", "c1,c3"],
+        [
+            "score",
+            str(cnn_checkpoint),
+            "--arch",
+            json.dumps(CNN),
+            "--dataset",
+            str(npz),
+            "--measures",
+            "c1,c3",
+        ],
         capsys,
     )
     assert code == 2 and out == ""
@@ -118,8 +154,17 @@ def test_arch_from_file_and_table_output(cnn_checkpoint, tmp_path, capsys):
     spec = tmp_path / "arch.json"
     spec.write_text(json.dumps(CNN))
     code, out, _ = run_cli(
-        ["score", str(cnn_checkpoint), "--arch", str(spec), "--dataset", "digits", "--measures", "c3,c4",
-         "--no-progress"],
+        [
+            "score",
+            str(cnn_checkpoint),
+            "--arch",
+            str(spec),
+            "--dataset",
+            "digits",
+            "--measures",
+            "c3,c4",
+            "--no-progress",
+        ],
         capsys,
     )
     assert code == 0
@@ -140,7 +185,12 @@ def test_arch_from_file_and_table_output(cnn_checkpoint, tmp_path, capsys):
 )
 def test_bad_input_gives_clear_error_without_traceback(cnn_checkpoint, capsys, overrides, needle):
     options = {"--arch": json.dumps(CNN), "--dataset": "digits", **overrides}
-    argv = ["score", str(cnn_checkpoint), "--no-progress", *[item for pair in options.items() for item in pair]]
+    argv = [
+        "score",
+        str(cnn_checkpoint),
+        "--no-progress",
+        *[item for pair in options.items() for item in pair],
+    ]
     code, _, err = run_cli(argv, capsys)
     assert code == 2
     assert needle in err and "Traceback" not in err
@@ -165,8 +215,9 @@ def test_validate_request_catches_problems_before_loading(cnn_checkpoint, tmp_pa
     ok = ScoreRequest(checkpoint=cnn_checkpoint, arch=CNN, dataset="digits")
     validate_request(ok)
     with pytest.raises(DatasetError, match="not installed"):
-        validate_request(ScoreRequest(checkpoint=cnn_checkpoint, arch=CNN, dataset="cifar10",
-                                      data_dir=tmp_path))
+        validate_request(
+            ScoreRequest(checkpoint=cnn_checkpoint, arch=CNN, dataset="cifar10", data_dir=tmp_path)
+        )
     with pytest.raises(SpecError) as info:
         validate_request(ScoreRequest(checkpoint=cnn_checkpoint, arch=CNN, dataset="digits", split="val"))
     assert info.value.field == "split"
@@ -180,8 +231,16 @@ def test_cifar100_coarse_through_the_real_loader(tmp_path):
     arch = {"family": "vgg", "depth": 9, "width": 32, "num_classes": 20}
     ckpt = tmp_path / "vgg9.safetensors"
     save_safetensors(build_model(arch), ckpt)
-    result = score(ScoreRequest(checkpoint=ckpt, arch=arch, dataset="cifar100-coarse", data_dir=tmp_path,
-                                device="cpu", batch_size=64))
+    result = score(
+        ScoreRequest(
+            checkpoint=ckpt,
+            arch=arch,
+            dataset="cifar100-coarse",
+            data_dir=tmp_path,
+            device="cpu",
+            batch_size=64,
+        )
+    )
     assert set(result["scores"]) == {"c1", "c2", "c3", "c4"}
     assert result["meta"]["samples"] == 200 and result["meta"]["classes"] == 20
     assert result["meta"]["layers"] == 8  # VGG-9: eight conv-BN-ReLU layers
@@ -189,7 +248,9 @@ def test_cifar100_coarse_through_the_real_loader(tmp_path):
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "gscore.cli", "score", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "gscore.cli", "score", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "--dump-activations" in out.stdout
 
 
