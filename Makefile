@@ -6,12 +6,12 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench demo clean
+.PHONY: run test lint bench bench-service demo clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q $(TORCH_PINS)
-	$(VENV)/bin/pip install -q -e ".[dev,postgres]"
+	$(VENV)/bin/pip install -q -e ".[dev,postgres]" --config-settings editable_mode=compat
 	touch $@
 
 run: $(VENV)/.installed
@@ -31,3 +31,6 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) gscore-data .pytest_cache
+
+bench-service: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_service.py

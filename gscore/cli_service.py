@@ -1,0 +1,306 @@
+"""Service verbs: ``up``, ``serve``, ``worker`` (run it) and ``submit``, ``status``, ``collection`` (use it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+SHUTDOWN_GRACE_SECONDS = 10.0
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _url(args: argparse.Namespace) -> str:
+    return args.url or os.environ.get("GSCORE_URL", DEFAULT_URL)
+
+
+# ---- running the service -------------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from gscore.settings import get_settings
+    from worker.tasks import create_worker_app
+
+    logging.basicConfig(level=args.loglevel.upper(), format=LOG_FORMAT)
+    app = create_worker_app(get_settings())
+    queues = ",".join(q.strip() for q in args.queues.split(",") if q.strip())
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            queues,
+            "--concurrency",
+            str(args.concurrency),
+            "--pool",
+            args.pool,
+            "--loglevel",
+            args.loglevel,
+            "--hostname",
+            f"gscore-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+    return 0
+
+
+def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (graceful: uvicorn drains, Celery warm shutdown), then SIGQUIT/SIGKILL after a grace period."""
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # main process only; Celery then stops its pool itself
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+    for name, process in processes.items():
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            print(
+                f"gscore up: {name} did not stop in {SHUTDOWN_GRACE_SECONDS:.0f} s; killing it",
+                file=sys.stderr,
+            )
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _up(args: argparse.Namespace) -> int:
+    command = [sys.executable, "-m", "gscore.cli"]
+    processes = {
+        "api": subprocess.Popen(
+            [*command, "serve", "--host", args.host, "--port", str(args.port)], start_new_session=True
+        ),
+        "worker": subprocess.Popen(
+            [*command, "worker", "--queues", "cpu,gpu", "--concurrency", "1"], start_new_session=True
+        ),
+    }
+    stopping = {"signal": 0}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping["signal"] = signum
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    print(
+        f"gscore up: API on http://{args.host}:{args.port} (docs at /docs), one worker; Ctrl-C stops both",
+        file=sys.stderr,
+    )
+    exit_code = 0
+    try:
+        while not stopping["signal"]:
+            ended = [name for name, process in processes.items() if process.poll() is not None]
+            if ended:
+                print(
+                    f"gscore up: {ended[0]} exited with {processes[ended[0]].returncode}; stopping",
+                    file=sys.stderr,
+                )
+                exit_code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        _stop(processes)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return exit_code
+
+
+# ---- using the service ---------------------------------------------------------------------------------
+class _ProgressBar:
+    """A tqdm bar per progress stage on stderr, fed with polled jobs."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.stage: str | None = None
+
+    def __call__(self, job: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        progress = job.get("progress") or {}
+        stage, done, total = progress.get("stage"), progress.get("done", 0), progress.get("total", 0)
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(
+                total=total or None, desc=f"{job['state']}: {stage}", file=sys.stderr, leave=False
+            )
+        if self.bar is not None:
+            if total and self.bar.total != total:
+                self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_job(job: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(job, indent=2))
+    else:
+        print(f"{job['id']} {job['state']}")
+        if job.get("result"):
+            for name, value in job["result"]["scores"].items():
+                print(f"  {name:28s} {value}")
+        if job.get("error"):
+            print(f"  {job['error']['title']}: {job['error']['detail']}", file=sys.stderr)
+    return 0 if job["state"] in ("queued", "running", "succeeded") else 1
+
+
+def _wait(client: Any, job_id: str, show_progress: bool) -> dict[str, Any]:
+    bar = _ProgressBar() if show_progress else None
+    try:
+        return client.wait(job_id, poll=0.5, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from gscore.cli_score import parse_json_or_file, parse_param_overrides
+    from gscore.client import Client
+
+    hyperparameters = (
+        parse_json_or_file(args.hyperparameters, "hyperparameters") if args.hyperparameters else None
+    )
+    with Client(_url(args)) as client:
+        job = client.submit(
+            args.checkpoint,
+            parse_json_or_file(args.arch, "arch"),
+            args.dataset,
+            split=args.split,
+            measures=args.measures.split(",") if args.measures else None,
+            params=parse_param_overrides(args.param),
+            samples_per_class=args.samples_per_class,
+            seed=args.seed,
+            collection=args.collection,
+            model_name=args.model_name,
+            hyperparameters=hyperparameters,
+            test_accuracy=args.test_accuracy,
+            train_accuracy=args.train_accuracy,
+        )
+        if args.wait:
+            job = _wait(client, job["id"], not args.no_progress)
+    return _print_job(job, args.json)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gscore.client import Client
+
+    with Client(_url(args)) as client:
+        job = _wait(client, args.job, not args.no_progress) if args.wait else client.job(args.job)
+    return _print_job(job, args.json)
+
+
+def _collection(args: argparse.Namespace) -> int:
+    from gscore.client import Client
+
+    with Client(_url(args)) as client:
+        collection = client.collection(args.name)
+    if args.json:
+        print(json.dumps(collection, indent=2))
+        return 0
+    measures = sorted({name for model in collection["models"] for name in (model["scores"] or {})})
+    print("\t".join(["model", "state", "test_acc", "train_acc", *measures]))
+    for model in collection["models"]:
+        scores = model["scores"] or {}
+        cells = [
+            model["model_name"],
+            model["state"],
+            str(model["test_accuracy"]),
+            str(model["train_accuracy"]),
+        ]
+        print("\t".join(cells + [f"{scores[m]:.6g}" if scores.get(m) is not None else "-" for m in measures]))
+    return 0
+
+
+def _client_errors(handler: Any) -> Any:
+    """Service errors print the problem's title and detail, no traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        import httpx
+
+        from gscore.client import ServiceError
+
+        try:
+            return handler(args)
+        except ServiceError as exc:
+            print(f"gscore: error: {exc}", file=sys.stderr)
+            return 2
+        except httpx.TransportError as exc:
+            print(f"gscore: error: cannot reach {_url(args)} ({exc})", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("up", help="run the API and one worker (embedded defaults); Ctrl-C stops both")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_up)
+
+    p = subparsers.add_parser("serve", help="run the HTTP API alone")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_serve)
+
+    p = subparsers.add_parser("worker", help="run a Celery worker alone")
+    p.add_argument("--queues", default="cpu,gpu", help="comma-separated: gpu, cpu (default both)")
+    p.add_argument("--concurrency", type=int, default=1, help="processes; use one worker per GPU")
+    p.add_argument(
+        "--pool",
+        default="prefork",
+        choices=["prefork", "solo", "threads"],
+        help="prefork enforces time limits; solo runs jobs in the worker process",
+    )
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=_worker)
+
+    p = subparsers.add_parser("submit", help="upload a checkpoint to the service for scoring")
+    p.add_argument("checkpoint")
+    p.add_argument("--arch", required=True, help="architecture spec: JSON text or a path to a JSON file")
+    p.add_argument("--dataset", required=True, help="a built-in dataset or a name uploaded to the server")
+    p.add_argument("--split", default="train", choices=["train", "test"])
+    p.add_argument("--measures", help="comma-separated, e.g. c1,c2,c3,c4")
+    p.add_argument("--param", action="append", default=[], metavar="MEASURE.KEY=VALUE")
+    p.add_argument("--samples-per-class", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--collection")
+    p.add_argument("--model-name")
+    p.add_argument("--hyperparameters", help="a flat JSON object (text or a file)")
+    p.add_argument("--test-accuracy", type=float)
+    p.add_argument("--train-accuracy", type=float)
+    p.add_argument("--wait", action="store_true", help="wait for the result (progress bar on stderr)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
+    p.set_defaults(func=_client_errors(_submit))
+
+    p = subparsers.add_parser("status", help="a job's state, progress and result")
+    p.add_argument("job")
+    p.add_argument("--wait", action="store_true", help="wait until it finishes (progress bar on stderr)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
+    p.set_defaults(func=_client_errors(_status))
+
+    p = subparsers.add_parser("collection", help="the models of a collection with their scores")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
+    p.set_defaults(func=_client_errors(_collection))

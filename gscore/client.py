@@ -1,0 +1,188 @@
+"""A small Python client for the gscore service.
+
+client = Client("http://127.0.0.1:8000")
+job = client.submit("model.safetensors", arch={...}, dataset="digits", collection="sweep")
+done = client.wait(job["id"], progress=lambda job: print(job["progress"]))
+client.collection("sweep")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FINISHED_STATES = ("succeeded", "failed", "cancelled")
+
+
+class ServiceError(Exception):
+    """The service answered with an error; ``problem`` is its RFC 9457 document."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status, self.problem = status, problem
+        title = problem.get("title", "HTTP error")
+        detail = problem.get("detail", "")
+        super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
+
+
+class Client:
+    """Talks to one gscore server."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"title": response.reason_phrase, "detail": response.text[:500]}
+            raise ServiceError(response.status_code, problem if isinstance(problem, dict) else {})
+        return response.json() if response.content else None
+
+    # ---- jobs ----------------------------------------------------------------------------------------
+    def submit(
+        self,
+        checkpoint_path: str | Path,
+        arch: dict[str, Any],
+        dataset: str,
+        *,
+        split: str = "train",
+        measures: list[str] | None = None,
+        params: dict[str, dict[str, Any]] | None = None,
+        samples_per_class: int | None = None,
+        seed: int = 0,
+        collection: str | None = None,
+        model_name: str | None = None,
+        hyperparameters: dict[str, Any] | None = None,
+        test_accuracy: float | None = None,
+        train_accuracy: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload a checkpoint and queue its scoring; returns the job (state queued, or succeeded if deduplicated)."""
+        spec = {
+            "arch": arch,
+            "dataset": dataset,
+            "split": split,
+            "measures": measures,
+            "params": params or {},
+            "samples_per_class": samples_per_class,
+            "seed": seed,
+        }
+        data: dict[str, str] = {"spec": json.dumps(spec)}
+        optional = {
+            "collection": collection,
+            "model_name": model_name,
+            "test_accuracy": test_accuracy,
+            "train_accuracy": train_accuracy,
+        }
+        data.update({key: str(value) for key, value in optional.items() if value is not None})
+        if hyperparameters is not None:
+            data["hyperparameters"] = json.dumps(hyperparameters)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        path = Path(checkpoint_path)
+        with path.open("rb") as handle:
+            return self._request(
+                "POST",
+                "/v1/jobs",
+                data=data,
+                headers=headers,
+                files={"checkpoint": (path.name, handle, "application/octet-stream")},
+            )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}")
+
+    def wait(
+        self,
+        job_id: str,
+        poll: float = 0.5,
+        timeout: float | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job is finished (any final state); ``progress`` is called with each poll's job."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if progress is not None:
+                progress(job)
+            if job["state"] in FINISHED_STATES:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s")
+            time.sleep(poll)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/jobs/{job_id}")
+
+    def jobs(
+        self,
+        *,
+        collection: str | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """One page: ``{"jobs": [...], "next_cursor": str | None}``."""
+        params = {
+            key: value
+            for key, value in {
+                "collection": collection,
+                "state": state,
+                "limit": limit,
+                "cursor": cursor,
+            }.items()
+            if value is not None
+        }
+        return self._request("GET", "/v1/jobs", params=params)
+
+    # ---- collections, datasets, catalog --------------------------------------------------------------
+    def collections(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/collections")["collections"]
+
+    def collection(self, name: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/collections/{name}")
+
+    def ranking(
+        self, name: str, target: str = "test_accuracy", measures: list[str] | None = None
+    ) -> dict[str, Any]:
+        """The collection's models ranked by each measure against ``target`` (endpoint of issue 5)."""
+        params: dict[str, Any] = {"target": target}
+        if measures:
+            params["measures"] = ",".join(measures)
+        return self._request("GET", f"/v1/collections/{name}/ranking", params=params)
+
+    def upload_dataset(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
+        path = Path(path)
+        data = {"name": name} if name else {}
+        with path.open("rb") as handle:
+            return self._request(
+                "POST",
+                "/v1/datasets",
+                data=data,
+                files={"file": (path.name, handle, "application/octet-stream")},
+            )
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/datasets")["datasets"]
+
+    def measures(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/measures")["measures"]
+
+    def architectures(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/architectures")["architectures"]

@@ -1,0 +1,1 @@
+"""The gscore HTTP service (FastAPI): jobs, collections, datasets, catalog, health and metrics."""

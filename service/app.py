@@ -1,0 +1,74 @@
+"""``create_app(settings)``: the FastAPI application with its routes, error handlers, metrics and reaper."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gscore.settings import Settings, get_settings
+from service.context import ServiceContext
+from service.datasets_repo import DatasetsRepo
+from service.db import make_session_factory
+from service.dispatch import Dispatcher
+from service.jobs_repo import JobsRepo
+from service.metrics import ServiceMetrics
+from service.problems import install_problem_handlers
+from service.reaper import ReaperThread
+from service.routes import catalog, collections, datasets, health, jobs
+from service.storage import Storage
+from worker.celery_app import create_celery
+
+API_DESCRIPTION = (
+    "Generalization scores for trained image classifiers. Submit a checkpoint with `POST /v1/jobs`, poll "
+    "`GET /v1/jobs/{id}`. Errors are RFC 9457 `application/problem+json` documents."
+)
+
+
+def build_context(settings: Settings) -> ServiceContext:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sessions = make_session_factory(settings.resolved_database_url)
+    repo = JobsRepo(sessions)
+    storage = Storage(settings.resolved_storage_dir)
+    return ServiceContext(
+        settings=settings,
+        sessions=sessions,
+        repo=repo,
+        datasets=DatasetsRepo(sessions, storage),
+        storage=storage,
+        dispatcher=Dispatcher(create_celery(settings)),
+        metrics=ServiceMetrics(repo),
+    )
+
+
+def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> FastAPI:
+    """The API for ``settings`` (default: from the environment)."""
+    context = build_context(settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        reaper = None
+        if run_reaper:
+            reaper = ReaperThread(
+                context.repo,
+                context.dispatcher,
+                context.settings.max_attempts,
+                context.settings.reaper_interval_seconds,
+            )
+            reaper.start()
+        try:
+            yield
+        finally:
+            if reaper is not None:
+                reaper.stop()
+
+    app = FastAPI(
+        title="gscore", version="1", description=API_DESCRIPTION, docs_url="/docs", lifespan=lifespan
+    )
+    app.state.context = context
+    install_problem_handlers(app)
+    app.middleware("http")(context.metrics.middleware)
+    for module in (jobs, collections, datasets, catalog, health):
+        app.include_router(module.router)
+    return app

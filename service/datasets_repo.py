@@ -1,0 +1,56 @@
+"""Uploaded datasets: names -> stored files, and resolving a job's ``spec.dataset``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from gscore.errors import DatasetError
+from service.db import UploadedDataset, utcnow
+from service.storage import Storage
+
+
+class DatasetNameTaken(Exception):
+    """The name is used by an uploaded dataset with other content."""
+
+
+class DatasetsRepo:
+    def __init__(self, sessions: sessionmaker, storage: Storage) -> None:
+        self.sessions, self.storage = sessions, storage
+
+    def all(self) -> list[UploadedDataset]:
+        with self.sessions() as session:
+            return list(session.scalars(select(UploadedDataset).order_by(UploadedDataset.name)))
+
+    def get(self, name: str) -> UploadedDataset | None:
+        with self.sessions() as session:
+            return session.get(UploadedDataset, name)
+
+    def add(self, name: str, sha256: str, size_bytes: int, summary: dict) -> tuple[UploadedDataset, bool]:
+        """Register ``name``; (record, created). Same name and content again is not an error."""
+        existing = self.get(name)
+        if existing is not None:
+            if existing.sha256 != sha256:
+                raise DatasetNameTaken(name)
+            return existing, False
+        record = UploadedDataset(
+            name=name, sha256=sha256, size_bytes=size_bytes, created_at=utcnow(), summary=summary
+        )
+        with self.sessions() as session, session.begin():
+            session.add(record)
+        return record, True
+
+    def resolve(self, name: str, builtin_names: tuple[str, ...]) -> tuple[str | None, Path | None]:
+        """(content hash, stored path) of an uploaded dataset; (None, None) for a built-in name."""
+        if name in builtin_names:
+            return None, None
+        record = self.get(name)
+        if record is None:
+            uploaded = ", ".join(d.name for d in self.all()) or "none"
+            raise DatasetError(
+                f"unknown dataset {name!r}: built-in datasets are {', '.join(builtin_names)}; uploaded "
+                f"datasets are {uploaded}; upload an .npz probe set with POST /v1/datasets"
+            )
+        return record.sha256, self.storage.dataset_path(record.sha256)

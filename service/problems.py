@@ -1,0 +1,95 @@
+"""RFC 9457 problem documents (``application/problem+json``) and the app's exception handlers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gscore.errors import GScoreError, SpecError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("gscore.service")
+
+_HTTP_TITLES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Content too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+class Problem(Exception):
+    """Raise to answer with a problem document."""
+
+    def __init__(self, status: int, type_: str, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.type, self.title, self.detail, self.extra = status, type_, title, detail, extra
+
+    @classmethod
+    def from_engine_error(cls, error: GScoreError, status: int = 422) -> Problem:
+        extra = {"field": error.field} if isinstance(error, SpecError) and error.field else {}
+        return cls(status, error.type, error.title, error.detail, **extra)
+
+
+def problem_response(
+    request: Request, status: int, type_: str, title: str, detail: str, **extra: Any
+) -> JSONResponse:
+    body = {"type": type_, "title": title, "status": status, "detail": detail, "instance": request.url.path}
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[str, str | None]:
+    messages, first_field = [], None
+    for err in exc.errors():
+        location = ".".join(str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path"))
+        first_field = first_field or location or None
+        messages.append(f"{location or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(messages) or "invalid request", first_field
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error the app answers with is a problem document."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(request, exc.status, exc.type, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(GScoreError)
+    async def _engine_error(request: Request, exc: GScoreError) -> JSONResponse:
+        problem = Problem.from_engine_error(exc)
+        return problem_response(
+            request, problem.status, problem.type, problem.title, problem.detail, **problem.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail, field = _validation_detail(exc)
+        extra = {"field": field} if field else {}
+        return problem_response(request, 422, "invalid-request", "Invalid request", detail, **extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = _HTTP_TITLES.get(exc.status_code, "HTTP error")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        response = problem_response(request, exc.status_code, "about:blank", title, detail)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request, 500, "internal-error", "Internal server error", "an unexpected error was logged"
+        )

@@ -1,0 +1,154 @@
+"""``/v1/jobs``: submit, read, cancel, list."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.context import ServiceContext, get_context
+from service.jobs_repo import STATES, CancelConflict, InvalidCursor
+from service.multipart import read_multipart
+from service.problems import Problem
+from service.schemas import JobOut, JobPage, job_out
+from service.submission import create_job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MAX_PAGE = 200
+PROBLEM = {"content": {"application/problem+json": {}}}
+
+SUBMIT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["checkpoint", "spec"],
+                "properties": {
+                    "checkpoint": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "safetensors file or torch.save zip archive",
+                    },
+                    "spec": {
+                        "type": "string",
+                        "description": "JSON: arch, dataset, split, measures, params, "
+                        "samples_per_class, seed",
+                    },
+                    "collection": {"type": "string"},
+                    "model_name": {"type": "string"},
+                    "hyperparameters": {"type": "string", "description": "a flat JSON object"},
+                    "test_accuracy": {"type": "number"},
+                    "train_accuracy": {"type": "number"},
+                },
+            }
+        }
+    },
+}
+
+
+def _not_found(job_id: str) -> Problem:
+    return Problem(404, "job-not-found", "Job not found", f"no job with id {job_id!r}")
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    openapi_extra={"requestBody": SUBMIT_BODY},
+    responses={400: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 503: PROBLEM},
+    summary="Submit a checkpoint for scoring",
+)
+async def submit(
+    request: Request,
+    response: Response,
+    ctx: Annotated[ServiceContext, Depends(get_context)],
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobOut:
+    if idempotency_key:
+        earlier = await run_in_threadpool(ctx.repo.job_for_idempotency_key, idempotency_key)
+        if earlier is not None:
+            async for _ in request.stream():  # the retried body is not needed
+                pass
+            return _accepted(response, earlier)
+    form = await read_multipart(
+        request,
+        file_fields={"checkpoint"},
+        open_sink=lambda: ctx.storage.new_sink(ctx.settings.max_upload_bytes),
+    )
+    try:
+        job = await run_in_threadpool(create_job, ctx, form)
+    finally:
+        form.discard()  # a kept checkpoint was moved away already
+    if idempotency_key:
+        winner = await run_in_threadpool(ctx.repo.remember_idempotency_key, idempotency_key, job.id)
+        if winner != job.id:
+            job = await run_in_threadpool(ctx.repo.get, winner) or job
+    return _accepted(response, job)
+
+
+def _accepted(response: Response, job: object) -> JobOut:
+    out = job_out(job)  # type: ignore[arg-type]
+    response.headers["Location"] = f"/v1/jobs/{out.id}"
+    response.headers["Retry-After"] = "1"
+    return out
+
+
+@router.get("/{job_id}", response_model=JobOut, responses={404: PROBLEM}, summary="A job's state and result")
+def get_job(job_id: str, ctx: Annotated[ServiceContext, Depends(get_context)]) -> JobOut:
+    job = ctx.repo.get(job_id)
+    if job is None:
+        raise _not_found(job_id)
+    return job_out(job)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=202,
+    response_model=JobOut,
+    responses={404: PROBLEM, 409: PROBLEM},
+    summary="Cancel a queued or running job",
+)
+def cancel_job(job_id: str, ctx: Annotated[ServiceContext, Depends(get_context)]) -> JobOut:
+    try:
+        job = ctx.repo.request_cancel(job_id)
+    except CancelConflict as exc:
+        raise Problem(
+            409,
+            "job-finished",
+            "Job already finished",
+            f"job {job_id} is {exc.state}; only queued or running jobs can be cancelled",
+        ) from None
+    if job is None:
+        raise _not_found(job_id)
+    return job_out(job)
+
+
+@router.get("", response_model=JobPage, responses={422: PROBLEM}, summary="List jobs, newest first")
+def list_jobs(
+    ctx: Annotated[ServiceContext, Depends(get_context)],
+    collection: Annotated[str | None, Query(max_length=128)] = None,
+    state: Annotated[str | None, Query(description=", ".join(STATES))] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobPage:
+    if state is not None and state not in STATES:
+        raise Problem(
+            422,
+            "invalid-request",
+            "Invalid request",
+            f"state must be one of {', '.join(STATES)}",
+            field="state",
+        )
+    try:
+        jobs, next_cursor = ctx.repo.page(collection=collection, state=state, limit=limit, cursor=cursor)
+    except InvalidCursor:
+        raise Problem(
+            422,
+            "invalid-request",
+            "Invalid request",
+            "cursor is not one this service handed out",
+            field="cursor",
+        ) from None
+    return JobPage(jobs=[job_out(job) for job in jobs], next_cursor=next_cursor)

@@ -1,0 +1,150 @@
+"""The job spec: its pydantic model, normalization, dedupe key, and the engine request it becomes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gscore.errors import DatasetError, SpecError
+from gscore.settings import Settings
+
+if TYPE_CHECKING:
+    from gscore.pipeline import ScoreRequest
+
+DATASET_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class JobSpec(BaseModel):
+    """What to compute: ``spec`` in ``POST /v1/jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: dict[str, Any] = Field(description="Architecture spec, e.g. {'family': 'cnn', ...}")
+    dataset: str = Field(min_length=1, max_length=64, description="Built-in or uploaded dataset name")
+    split: str = "train"
+    measures: list[str] | None = None
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    samples_per_class: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class SubmissionMeta(BaseModel):
+    """Where a job's model goes: its collection, name, hyperparameters and accuracies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str | None = Field(None, min_length=1, max_length=128)
+    model_name: str | None = Field(None, min_length=1, max_length=256)
+    hyperparameters: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    test_accuracy: float | None = None
+    train_accuracy: float | None = None
+
+
+def _first_error(exc: ValidationError, prefix: str) -> SpecError:
+    err = exc.errors()[0]
+    location = ".".join(str(part) for part in err["loc"])
+    field = f"{prefix}.{location}" if location else prefix
+    return SpecError(f"{field}: {err['msg']}", field=field)
+
+
+def parse_spec(raw: str | None) -> JobSpec:
+    """The ``spec`` form field -> JobSpec, or a SpecError naming the field."""
+    if raw is None or not raw.strip():
+        raise SpecError("the form field 'spec' (a JSON object) is required", field="spec")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SpecError(
+            f"spec is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", field="spec"
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError("spec must be a JSON object", field="spec")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, "spec") from None
+
+
+def parse_meta(fields: dict[str, str]) -> SubmissionMeta:
+    """The optional form fields -> SubmissionMeta, or a SpecError naming the field."""
+    data: dict[str, Any] = {}
+    for name in ("collection", "model_name"):
+        if fields.get(name, "").strip():
+            data[name] = fields[name].strip()
+    if fields.get("hyperparameters", "").strip():
+        try:
+            data["hyperparameters"] = json.loads(fields["hyperparameters"])
+        except json.JSONDecodeError:
+            raise SpecError("hyperparameters is not valid JSON", field="hyperparameters") from None
+        if not isinstance(data["hyperparameters"], dict):
+            raise SpecError("hyperparameters must be a flat JSON object", field="hyperparameters")
+    for name in ("test_accuracy", "train_accuracy"):
+        if fields.get(name, "").strip():
+            try:
+                value = float(fields[name])
+            except ValueError:
+                raise SpecError(f"{name} must be a number", field=name) from None
+            if not math.isfinite(value):
+                raise SpecError(f"{name} must be a finite number", field=name)
+            data[name] = value
+    try:
+        return SubmissionMeta.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise SpecError(
+            f"{field}: {error['msg']} (hyperparameters must be flat: string, number, boolean or null values)"
+            if field.startswith("hyperparameters")
+            else f"{field}: {error['msg']}",
+            field=field,
+        ) from None
+
+
+def normalized_spec(spec: JobSpec, dataset_sha256: str | None) -> dict[str, Any]:
+    """The spec as stored with the job; uploaded datasets carry their content hash."""
+    data = spec.model_dump()
+    if dataset_sha256 is not None:
+        data["dataset_sha256"] = dataset_sha256
+    return data
+
+
+def dedupe_key(checkpoint_sha256: str, spec: dict[str, Any]) -> str:
+    """sha256 of the checkpoint hash + the canonical JSON of the normalized spec."""
+    canonical = json.dumps(
+        {"checkpoint": checkpoint_sha256, "spec": spec}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_dataset_name(name: str) -> None:
+    if not DATASET_NAME_PATTERN.match(name):
+        raise DatasetError(
+            f"invalid dataset name {name!r}: use 1-64 characters a-z, 0-9, '-' and '_' starting with a "
+            "letter or digit"
+        )
+
+
+def score_request(
+    spec: dict[str, Any], checkpoint: Path, settings: Settings, dataset_path: Path | None
+) -> ScoreRequest:
+    """The engine request for a stored spec; ``dataset_path`` is the stored file of an uploaded dataset."""
+    from gscore.pipeline import ScoreRequest
+
+    return ScoreRequest(
+        checkpoint=checkpoint,
+        arch=spec["arch"],
+        dataset=str(dataset_path) if dataset_path is not None else spec["dataset"],
+        split=spec["split"],
+        measures=spec["measures"],
+        params=spec["params"],
+        samples_per_class=spec["samples_per_class"],
+        seed=spec["seed"],
+        device=settings.device,
+        data_dir=settings.resolved_datasets_dir,
+    )

@@ -1,0 +1,206 @@
+"""Shared fixtures for the service tests: free ports, a real uvicorn API and a real Celery worker as
+subprocesses with a temporary GSCORE_DATA_DIR, Redis availability, and a tiny digits checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DIGITS_ARCH: dict[str, Any] = {"family": "cnn", "in_channels": 1, "width": 8, "depth": 2, "num_classes": 5}
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_TEST_DB = int(os.environ.get("GSCORE_TEST_REDIS_DB", "11"))
+STARTUP_TIMEOUT = 90.0
+MAX_UPLOAD_BYTES = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_reachable() -> bool:
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _gscore(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gscore.cli", *args]
+
+
+@dataclass
+class Stack:
+    """An API subprocess and a worker subprocess sharing one data directory (and broker)."""
+
+    data_dir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    api: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    worker_starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = (self.data_dir / log_name).open("ab")
+        return subprocess.Popen(
+            args, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start_api(self) -> None:
+        self.api = self._spawn(_gscore("serve", "--port", str(self.port)), "api.log")
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.api.poll() is None, self.log("api.log")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"API did not start:\n{self.log('api.log')}")
+
+    def start_worker(self) -> None:
+        self.worker_starts += 1
+        name = f"worker-{self.worker_starts}.log"
+        self.worker = self._spawn(_gscore("worker", "--queues", "cpu,gpu", "--concurrency", "1"), name)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.worker.poll() is None, self.log(name)
+            if " ready." in self.log(name):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"worker did not start:\n{self.log(name)}")
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its pool children (a machine or container dying)."""
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait(timeout=10)
+
+    def log(self, name: str) -> str:
+        path = self.data_dir / name
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for process in (self.worker, self.api):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # the main process only: Celery's warm shutdown
+        for process in (self.worker, self.api):
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+
+def stack_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("GSCORE_", "BROKER_URL", "DATABASE_URL"))
+    }
+    env.update(
+        {
+            "GSCORE_DATA_DIR": str(data_dir),
+            "GSCORE_DEVICE": "cpu",
+            "GSCORE_LEASE_SECONDS": "3",
+            "GSCORE_REAPER_INTERVAL_SECONDS": "0.5",
+            "GSCORE_PROGRESS_INTERVAL_SECONDS": "0.1",
+            "GSCORE_JOB_SOFT_TIME_LIMIT": "110",
+            "GSCORE_JOB_TIME_LIMIT": "120",
+            "GSCORE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+def start_stack(data_dir: Path, **overrides: str) -> Stack:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(data_dir=data_dir, env=stack_env(data_dir, **overrides))
+    try:
+        stack.start_api()
+        stack.start_worker()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """API + worker in embedded mode (SQLite database and broker) with no test delay."""
+    stack = start_stack(tmp_path_factory.mktemp("embedded"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if not redis_reachable():
+        pytest.skip(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT} (.ci/run starts it)")
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
+    client.flushdb()
+    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny digits CNN (random weights, seed 0) saved as safetensors."""
+    import torch
+
+    from gscore.checkpoints import save_safetensors
+    from models import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("checkpoints") / "digits-cnn.safetensors"
+    save_safetensors(build_model(DIGITS_ARCH), path)
+    return path
+
+
+def wait_for_job(client: httpx.Client, job_id: str, states: tuple[str, ...], timeout: float = 120) -> dict:
+    """Poll ``GET /v1/jobs/{id}`` until its state is one of ``states``."""
+    deadline = time.monotonic() + timeout
+    job: dict = {}
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached {states}; last seen {job}")
+
+
+def submit_job(client: httpx.Client, checkpoint: Path, spec: dict[str, Any], **fields: str) -> httpx.Response:
+    data = {"spec": json.dumps(spec), **fields}
+    with checkpoint.open("rb") as handle:
+        return client.post("/v1/jobs", data=data, files={"checkpoint": (checkpoint.name, handle)})

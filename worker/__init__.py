@@ -1,0 +1,1 @@
+"""Celery workers that run scoring jobs from the job table."""

@@ -1,0 +1,50 @@
+"""The Celery app, configured from the one settings object (broker, queues, acks, limits)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from gscore.settings import Settings
+
+SCORE_TASK = "gscore.score_job"
+QUEUES = ("gpu", "cpu")
+VISIBILITY_MARGIN_SECONDS = 600
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``; the API uses it to publish, workers also register the task on it."""
+    broker_url = settings.resolved_broker_url
+    if broker_url.startswith("sqla+sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.default_queue not in QUEUES:
+        raise ValueError(f"GSCORE_DEFAULT_QUEUE must be one of {', '.join(QUEUES)}")
+    app = Celery("gscore", broker=broker_url, set_as_current=False)
+    if broker_url.startswith("sqla+"):
+        # kombu's SQL transport passes these to create_engine: wait for SQLite's write lock, not fail
+        transport_options: dict = {"connect_args": {"timeout": 30}} if "sqlite" in broker_url else {}
+    else:
+        # Redis redelivers an unacked message after the visibility timeout: it must outlast the hard limit,
+        # or a long job would be handed to a second worker while the first still runs.
+        transport_options = {"visibility_timeout": settings.job_time_limit + VISIBILITY_MARGIN_SECONDS}
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # the job table holds results and states
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,  # bounded by the attempt counter in the job table
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.job_soft_time_limit,
+        task_time_limit=settings.job_time_limit,
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        task_default_queue=settings.default_queue,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_enable_remote_control=not broker_url.startswith("sqla"),  # no fanout on the SQL transport
+        enable_utc=True,
+    )
+    return app

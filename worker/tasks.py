@@ -1,0 +1,60 @@
+"""The Celery task and the worker process hooks (warm imports after fork, the reaper thread)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+
+from gscore.settings import Settings
+from worker.celery_app import SCORE_TASK, create_celery
+from worker.execute import execute_job, worker_context
+
+log = logging.getLogger("gscore.worker")
+EMBEDDED_POLLING_INTERVAL_SECONDS = 0.2
+
+
+def create_worker_app(settings: Settings) -> Celery:
+    """The Celery app with the score task registered and the process hooks connected."""
+    app = create_celery(settings)
+    if settings.resolved_broker_url.startswith("sqla+"):
+        # kombu's SQL transport polls its table every second and passes every transport option to
+        # create_engine, so its polling interval can only be set on the class: poll 5x a second
+        from kombu.transport.sqlalchemy import Transport as SQLTransport
+
+        SQLTransport.polling_interval = EMBEDDED_POLLING_INTERVAL_SECONDS
+
+    @app.task(name=SCORE_TASK, bind=True)
+    def score_job(self: Any, job_id: str) -> str:
+        return execute_job(job_id, settings, self.request.hostname or socket.gethostname())
+
+    reaper_holder: dict[str, Any] = {}
+
+    @worker_process_init.connect(weak=False)
+    def _warm_child(**_: Any) -> None:
+        # after the fork: import torch and the engine here, never CUDA in the parent
+        import gscore.pipeline  # noqa: F401
+
+    @worker_ready.connect(weak=False)
+    def _start_reaper(**_: Any) -> None:
+        from service.dispatch import Dispatcher
+        from service.reaper import ReaperThread
+
+        reaper = ReaperThread(
+            worker_context(settings).repo,
+            Dispatcher(app),
+            settings.max_attempts,
+            settings.reaper_interval_seconds,
+        )
+        reaper.start()
+        reaper_holder["reaper"] = reaper
+
+    @worker_shutdown.connect(weak=False)
+    def _stop_reaper(**_: Any) -> None:
+        if "reaper" in reaper_holder:
+            reaper_holder["reaper"].stop()
+
+    return app
