@@ -15,7 +15,8 @@ width and depth not increased together; learning rates are divided by 100 for Ad
   batch_size: 32, 128          optimizer: sgd (momentum 0.9), adam
   (dropout, augmentation): (0, yes), (0, no), (0.2, no), (0.4, no)   [augmentation: 1-pixel shifts]
   (width, depth): (16, 2), (24, 2), (16, 3)
-The default grid keeps one batch size per optimizer... see GRIDS below for exactly what runs.
+The default grid (96 models, see `default_grid`) crosses everything at (width, depth) = (16, 2) and adds
+the width and depth variants at the SGD, batch-32 corner; `--full` runs all 192.
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the ranking JSON instead of the table")
+    parser.add_argument("--table-file", help="also write the printed table to this file")
     args = parser.parse_args(argv)
 
     from gscore.client import Client
@@ -221,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "models.json").write_text(json.dumps(records, indent=2))
     (out_dir / "ranking.json").write_text(json.dumps(ranking, indent=2))
     print(f"{len(grid)} models trained and scored in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    print(json.dumps(ranking, indent=2) if args.json else format_ranking_table(ranking))
+    table = format_ranking_table(ranking)
+    if args.table_file:
+        Path(args.table_file).write_text(table + "\n")
+    print(json.dumps(ranking, indent=2) if args.json else table)
     return 0
 
 

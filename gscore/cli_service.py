@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -228,6 +229,29 @@ def _collection(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ranking(args: argparse.Namespace) -> int:
+    from gscore.client import Client
+    from gscore.ranking import format_ranking_table
+
+    measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
+    with Client(_url(args)) as client:
+        ranking = client.ranking(args.name, target=args.target, measures=measures)
+        if args.plot:
+            out_dir = Path(args.plot)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for measure in ranking["measures"]:
+                (out_dir / f"{measure}.png").write_bytes(client.plot(args.name, [measure], args.target))
+            print(f"wrote {len(ranking['measures'])} plot(s) to {out_dir}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(ranking, indent=2))
+        return 0
+    print(format_ranking_table(ranking))
+    if ranking.get("not_scored"):
+        names = ", ".join(f"{m['name']} ({m['state']})" for m in ranking["not_scored"])
+        print(f"\nnot scored yet, left out: {names}")
+    return 0
+
+
 def _client_errors(handler: Any) -> Any:
     """Service errors print the problem's title and detail, no traceback."""
 
@@ -304,3 +328,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
     p.set_defaults(func=_client_errors(_collection))
+
+    p = subparsers.add_parser(
+        "ranking", help="a collection's Kendall table (rows measures, columns hyperparameters and total)"
+    )
+    p.add_argument("name")
+    p.add_argument("--target", default="test_accuracy", choices=["test_accuracy", "generalization_gap"])
+    p.add_argument("--measures", help="comma-separated subset of measures")
+    p.add_argument("--plot", metavar="DIR", help="also write one measure-vs-accuracy PNG per measure")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
+    p.set_defaults(func=_client_errors(_ranking))

@@ -45,7 +45,7 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, *, raw: bool = False, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
         if response.status_code >= 400:
             try:
@@ -53,6 +53,8 @@ class Client:
             except ValueError:
                 problem = {"title": response.reason_phrase, "detail": response.text[:500]}
             raise ServiceError(response.status_code, problem if isinstance(problem, dict) else {})
+        if raw:
+            return response.content
         return response.json() if response.content else None
 
     # ---- jobs ----------------------------------------------------------------------------------------
@@ -166,6 +168,13 @@ class Client:
         if measures:
             params["measures"] = ",".join(measures)
         return self._request("GET", f"/v1/collections/{name}/ranking", params=params)
+
+    def plot(self, name: str, measures: list[str] | None = None, target: str = "test_accuracy") -> bytes:
+        """A PNG of each measure against the target, one point per model (the paper's Figure 3)."""
+        params: dict[str, Any] = {"target": target}
+        if measures:
+            params["measure"] = ",".join(measures)
+        return self._request("GET", f"/v1/collections/{name}/plot.png", params=params, raw=True)
 
     def upload_dataset(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
         path = Path(path)
