@@ -22,10 +22,21 @@ class MeasureInfo:
     description: str = ""
 
 
+# Shared by the four sharpness measures: the size of the class-balanced training sample, bisection
+# steps, the seed of the noise/sample, the accuracy drop sought and the stopping tolerance.
 _SHARPNESS_PARAMETERS: dict[str, Any] = {
     "samples": 2000,
     "steps": 15,
     "seed": 0,
+    "target_drop": 0.1,
+    "tolerance": 0.01,
+}
+_RANDOM_PARAMETERS: dict[str, Any] = {**_SHARPNESS_PARAMETERS, "draws": 10, "upper": 2.0}
+_WORST_PARAMETERS: dict[str, Any] = {
+    **_SHARPNESS_PARAMETERS,
+    "upper": 0.25,
+    "ascent_steps": 10,
+    "ascent_lr": 0.2,
 }
 
 MEASURES: dict[str, MeasureInfo] = {
@@ -73,7 +84,7 @@ MEASURES: dict[str, MeasureInfo] = {
             -1,
             False,
             "perturbation",
-            dict(_SHARPNESS_PARAMETERS, draws=10),
+            dict(_RANDOM_PARAMETERS),
             "inverse of the largest magnitude-aware Gaussian noise scale that costs 0.1 training accuracy",
         ),
         MeasureInfo(
@@ -82,7 +93,7 @@ MEASURES: dict[str, MeasureInfo] = {
             -1,
             False,
             "perturbation",
-            dict(_SHARPNESS_PARAMETERS),
+            dict(_WORST_PARAMETERS),
             "inverse of the largest magnitude-aware box radius whose worst case costs 0.1 training accuracy",
         ),
         MeasureInfo(
@@ -91,7 +102,7 @@ MEASURES: dict[str, MeasureInfo] = {
             -1,
             False,
             "perturbation",
-            dict(_SHARPNESS_PARAMETERS, draws=10),
+            dict(_RANDOM_PARAMETERS),
             "as 1/sigma' perturbing only conv/linear kernels, normalization in batch-statistics mode",
         ),
         MeasureInfo(
@@ -100,7 +111,7 @@ MEASURES: dict[str, MeasureInfo] = {
             -1,
             False,
             "perturbation",
-            dict(_SHARPNESS_PARAMETERS),
+            dict(_WORST_PARAMETERS),
             "as 1/alpha' perturbing only conv/linear kernels, normalization in batch-statistics mode",
         ),
     ]

@@ -161,8 +161,13 @@ def measure_parameters(request: ScoreRequest, measures: list[str]) -> dict[str, 
                         f"params.{name}.{key} must be a positive integer (got {value!r})",
                         field=f"params.{name}.{key}",
                     )
-            elif isinstance(default, float) and not isinstance(value, (int, float)):
-                raise SpecError(f"params.{name}.{key} must be a number", field=f"params.{name}.{key}")
+            elif isinstance(default, float) and (
+                not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf
+            ):
+                raise SpecError(
+                    f"params.{name}.{key} must be a positive number (got {value!r})",
+                    field=f"params.{name}.{key}",
+                )
         resolved[name] = {**defaults, **given}
     return resolved
 

@@ -262,3 +262,48 @@ def test_demo_trains_and_scores(tmp_path):
     assert result["meta"]["train_accuracy"] > 0.95
     assert result["meta"]["test_accuracy"] > 0.8
     assert set(result["scores"]) == {"c1", "c2", "c3", "c4"}
+
+
+def test_sharpness_measures_through_the_pipeline(cnn_checkpoint):
+    request = ScoreRequest(
+        checkpoint=cnn_checkpoint,
+        arch=CNN,
+        dataset="digits",
+        measures=["random_sharpness", "worst_sharpness_kernels"],
+        params={
+            "random_sharpness": {"samples": 200, "steps": 4, "draws": 3},
+            "worst_sharpness_kernels": {"steps": 3},
+        },
+        device="cpu",
+    )
+    stages: list[tuple[str, int, int]] = []
+    first = score(request, progress=lambda *p: stages.append(p))
+    again = score(request)
+    assert first["scores"] == again["scores"]  # same seed, same device: same numbers
+    details = first["meta"]["sharpness"]
+    assert set(first["scores"]) == set(details) == {"random_sharpness", "worst_sharpness_kernels"}
+    for name, detail in details.items():
+        assert first["scores"][name] == pytest.approx(1 / detail["scale"])
+        assert detail["steps"] <= request.params[name]["steps"]
+    assert details["random_sharpness"]["samples"] == 200  # 40 per class x 5 classes
+    assert details["random_sharpness"]["parameters"]["draws"] == 3
+    reported = [(done, total) for stage, done, total in stages if stage == "random_sharpness"]
+    assert reported and reported[-1][0] == reported[-1][1] and reported[-1][1] <= 4  # "step i of n", ends at n
+    assert "neurons" not in first["meta"]  # no activation measure ran
+
+
+def test_sharpness_parameters_are_validated(cnn_checkpoint):
+    from gscore.errors import SpecError
+
+    bad = {"random_sharpness": {"upper": -1.0}}
+    with pytest.raises(SpecError) as info:
+        validate_request(
+            ScoreRequest(
+                checkpoint=cnn_checkpoint,
+                arch=CNN,
+                dataset="digits",
+                measures=["random_sharpness"],
+                params=bad,
+            )
+        )
+    assert info.value.field == "params.random_sharpness.upper"
