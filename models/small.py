@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
-from models.vgg import ConvBNReLU, init_weights
+from models.layers import ConvBNReLU, StagedNet
 
 
 class LinearReLU(nn.Module):
@@ -50,7 +52,7 @@ def stage_sizes(depth: int, max_stages: int = 3) -> list[int]:
     return [base + 1 if index < extra else base for index in range(stages)]
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(StagedNet):
     """[B, in_channels, H, W] (H, W >= 4) -> logits [B, num_classes].
 
     ``depth`` ConvBNReLU layers in up to 3 stages of widths w, 2w, 4w with a 2x2 max-pool (ceil mode) between
@@ -68,27 +70,12 @@ class SmallCNN(nn.Module):
         batch_norm: bool = True,
         global_pool: str = "avg",
     ) -> None:
-        super().__init__()
-        if global_pool not in ("avg", "max"):
-            raise ValueError(f"global_pool must be 'avg' or 'max', got {global_pool!r}")
-        self.stage_widths = [width * 2**stage for stage in range(len(stage_sizes(depth)))]
-        stages = []
-        channels = in_channels
-        for stage_width, layer_count in zip(self.stage_widths, stage_sizes(depth), strict=True):
-            layers = []
-            for _ in range(layer_count):
-                layers.append(ConvBNReLU(channels, stage_width, dropout, batch_norm=batch_norm))
-                channels = stage_width
-            stages.append(nn.Sequential(*layers))
-        self.stages = nn.ModuleList(stages)
-        self.pool = nn.MaxPool2d(kernel_size=2, ceil_mode=True)
-        self.global_pool = nn.AdaptiveAvgPool2d(1) if global_pool == "avg" else nn.AdaptiveMaxPool2d(1)
-        self.classifier = nn.Linear(channels, num_classes)
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for index, stage in enumerate(self.stages):
-            if index > 0:
-                x = self.pool(x)
-            x = stage(x)
-        return self.classifier(torch.flatten(self.global_pool(x), 1))
+        sizes = stage_sizes(depth)
+        super().__init__(
+            in_channels,
+            stage_widths=[width * 2**stage for stage in range(len(sizes))],
+            blocks_per_stage=sizes,
+            make_block=partial(ConvBNReLU, dropout=dropout, batch_norm=batch_norm),
+            num_classes=num_classes,
+            global_pool=global_pool,
+        )

@@ -20,11 +20,14 @@ the two convs of a block, as in Zagoruyko & Komodakis. Works on any input of at 
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.vgg import NUM_STAGES, init_weights
+from models.layers import StagedNet
+from models.vgg import NUM_STAGES
 
 BLOCKS_PER_STAGE = {18: 2, 26: 3}
 
@@ -64,35 +67,19 @@ class Stem(nn.Module):
         return self.bn(self.conv(x))
 
 
-class WideResNet(nn.Module):
+class WideResNet(StagedNet):
     """Four-stage Wide ResNet: [B, in_channels, H, W] (H, W >= 8) -> logits [B, num_classes]."""
 
     def __init__(
         self, depth: int, width: int, num_classes: int, in_channels: int = 3, dropout: float = 0.0
     ) -> None:
-        super().__init__()
         if depth not in BLOCKS_PER_STAGE:
             raise ValueError(f"WRN depth must be one of {sorted(BLOCKS_PER_STAGE)}, got {depth}")
-        self.stage_widths = [width * 2**stage for stage in range(NUM_STAGES)]
-        self.stem = Stem(in_channels, width)
-        stages = []
-        channels = width
-        for stage_width in self.stage_widths:
-            blocks = []
-            for _ in range(BLOCKS_PER_STAGE[depth]):
-                blocks.append(BasicBlock(channels, stage_width, dropout))
-                channels = stage_width
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.ModuleList(stages)
-        self.pool = nn.MaxPool2d(kernel_size=2, ceil_mode=True)
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(channels, num_classes)
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for index, stage in enumerate(self.stages):
-            if index > 0:
-                x = self.pool(x)
-            x = stage(x)
-        return self.classifier(torch.flatten(self.global_pool(x), 1))
+        super().__init__(
+            width,
+            stage_widths=[width * 2**stage for stage in range(NUM_STAGES)],
+            blocks_per_stage=[BLOCKS_PER_STAGE[depth]] * NUM_STAGES,
+            make_block=partial(BasicBlock, dropout=dropout),
+            num_classes=num_classes,
+            stem=Stem(in_channels, width),
+        )
