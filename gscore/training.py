@@ -62,11 +62,13 @@ def train_classifier(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     seed: int = 0,
     stop_at_loss: float = 1e-4,
+    stop_at_accuracy: float | None = None,
 ) -> TrainingResult:
     """Train in place with cross-entropy; x float32 [N, ...], y int64 [N]. Deterministic given ``seed``.
 
     ``optimizer`` is ``sgd`` (with ``momentum``) or ``adam``; training stops early when the
-    epoch's mean loss falls below ``stop_at_loss`` (the paper's rule).
+    epoch's mean loss falls below ``stop_at_loss`` (the paper's rule) or, when ``stop_at_accuracy``
+    is set, once the (un-augmented) training accuracy reaches it.
     """
     generator = torch.Generator().manual_seed(seed)
     if optimizer == "sgd":
@@ -94,6 +96,8 @@ def train_classifier(
             total += loss.item() * len(index)
         mean_loss = total / len(x)
         if mean_loss < stop_at_loss:
+            break
+        if stop_at_accuracy is not None and accuracy(model, x, y) >= stop_at_accuracy:
             break
     model.eval()
     return TrainingResult(epochs=epochs_run, train_accuracy=accuracy(model, x, y), final_loss=mean_loss)

@@ -33,6 +33,8 @@ def quick_zoo(embedded_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -
             collection,
             "--max-epochs",
             "25",
+            "--measures",
+            "c1,c2,c3,c4",
             "--table-file",
             str(out_dir / "table.txt"),
         ]
