@@ -1,5 +1,5 @@
 # gscore API and worker image. CPU by default; for GPU workers build with the CUDA wheels:
-#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t gscore .
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu130 -t gscore .
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
