@@ -1,6 +1,6 @@
 """The four intraclass-clustering measures c1-c4, exact and without any N x N matrix.
 
-Definitions: /work/shared/MEASURES.md (it wins over the paper and the seed authors' code). Inputs:
+Definitions: docs/measures.md (the paper's definitions, with every convention the paper leaves open). Inputs:
 ``pre`` [N, M] pre-activations (any float dtype, CPU or CUDA; everything is computed on its device),
 ``layer_of`` [M] integer layer index of each neuron, ``y`` [N] integer class labels (the superclass for
 c1/c2), ``sub`` [N] integer subclass labels nested in ``y``. Label values need not be 0..K-1.
@@ -31,13 +31,18 @@ silhouette needs >= 2 labels); c2 also a superclass whose every sample is its ow
 needs n_labels <= n_samples - 1); c3/c4: fewer than 2 classes; c4: a class with fewer than 2 samples
 (no pair, Sigma undefined), or no live neuron in any layer. A single superclass is fine for c1/c2.
 
-Exact and fast (MEASURES.md "Exact and fast"): c1/c3 use per-group counts, sums and sums of squares
-in float64 in column blocks (values shifted by a sample of the same superclass/class first, so
-cancellation stays small and constant neurons give exact zeros); c2 uses, per layer, the per-subclass
-sums T_j of the unit rows: the summed distance from x to subclass j is n_j - u_x . T_j (minus the
-self term for its own subclass); c4 uses, per layer and class, ||sum u||^2 and ||U^T U||_F^2 (a
-C_l x C_l Gram matrix, float64): the mean and mean square of u_x . u_y over distinct pairs give
-Sigma. Memory is O(N x block) for c1/c3 and O(N x widest layer) float64 for c2/c4.
+Exact and fast (MEASURES.md "Exact and fast"), float64 throughout: c1/c3 use per-group counts, sums,
+sums of squares, min and max, in column blocks (values shifted by a sample of the same superclass /
+class first, so the cancellation in E[x^2] - E[x]^2 stays small); c3's std over D combines the class
+statistics. c2 uses, per layer, the per-subclass sums T_j of the unit rows: the summed distance from x
+to subclass j is n_j - u_x . T_j (its own subclass: minus the self term, over n - 1). c4 uses, per
+layer and class, ||sum u||^2 and ||U^T U||_F^2 (a C_l x C_l Gram matrix): they give the mean and mean
+square of u_x . u_y over distinct pairs, hence Sigma; its layer space is computed as
+relu(x - mean - q) / std (q = percentile of x - mean), which equals standardizing first up to rounding.
+Cost: O(N M) for c1/c3, O(N M K) for c2 (K subclasses per superclass), O(N sum_l C_l^2) for c4.
+Memory: O(N x block) for c1/c3 and O(N x widest layer) float64 for c2/c4 (never a copy of all of
+``pre``). On a CPU shared with other busy processes, torch's multi-threaded ops can stall on
+descheduled threads (seen here: 30-80x slower); ``torch.set_num_threads(1)`` avoids it.
 """
 
 from __future__ import annotations
@@ -145,7 +150,6 @@ def layer_silhouette(pre: Tensor, layer_of: Tensor, y: Tensor, sub: Tensor, k: i
     n_sub, n_sup = h.sub_counts.shape[0], h.sup_counts.shape[0]
     # Rows grouped by superclass, and by subclass inside it (subclass ids are superclass-major).
     order = torch.argsort(h.sub_index, stable=True)
-    rows = pre.index_select(0, order)
     sub_of_row = h.sub_index[order]
     sup_of_row = h.sup_of_sub[sub_of_row]
     first_sub = torch.cumsum(h.subs_per_sup, 0) - h.subs_per_sup
@@ -163,7 +167,7 @@ def layer_silhouette(pre: Tensor, layer_of: Tensor, y: Tensor, sub: Tensor, k: i
 
     sil = torch.empty((n_sub, len(layers)), dtype=torch.float64, device=pre.device)
     for index, cols in enumerate(layers):
-        unit, nonzero = _unit_rows(_float64_copy(_columns(rows, cols)).clamp_min_(0))
+        unit, nonzero = _unit_rows(_layer_rows(pre, cols, order).to(torch.float64).clamp_min_(0))
         sub_sums = _group_sum(unit, sub_of_row, n_sub)
         dots = torch.zeros((n, max_slots), dtype=torch.float64, device=pre.device)
         for (r0, r1), (s0, s1) in zip(sup_bounds, sub_bounds, strict=True):
@@ -230,8 +234,7 @@ def layer_variance(pre: Tensor, layer_of: Tensor, y: Tensor, k: int = 5) -> floa
             f"c4: class {torch.unique(y)[small[0, 0]].item()} has a single sample; Sigma(C_i) needs "
             "at least one pair of samples per class"
         )
-    order = torch.argsort(class_index, stable=True)
-    rows = pre.index_select(0, order)  # each class in a contiguous range of rows
+    order = torch.argsort(class_index, stable=True)  # each class in a contiguous range of rows
     class_of_row = class_index[order]
     n_cls = class_counts.shape[0]
     bounds = _bounds(class_counts)
@@ -241,11 +244,11 @@ def layer_variance(pre: Tensor, layer_of: Tensor, y: Tensor, k: int = 5) -> floa
     constant = col_max == col_min
     ratios: list[Tensor] = []
     for cols in layers:
-        x, layer_constant = _columns(rows, cols), constant[cols]
         layer_live = live[cols]
         width = int(layer_live.sum())
         if width == 0:
             continue
+        x, layer_constant = _layer_rows(pre, cols, order), constant[cols]
         if width < x.shape[1]:
             x, layer_constant = x[:, layer_live], layer_constant[layer_live]
         p = _percentile_level(width)
@@ -397,8 +400,10 @@ def _layer_columns(layer_of: Tensor, m: int, device: torch.device) -> list[Colum
     return columns
 
 
-def _columns(x: Tensor, cols: Columns) -> Tensor:
-    return x[:, cols] if isinstance(cols, slice) else x.index_select(1, cols)
+def _layer_rows(pre: Tensor, cols: Columns, order: Tensor) -> Tensor:
+    """A new [N, C] tensor: the columns ``cols`` of ``pre`` with the rows in ``order``."""
+    layer = pre[:, cols] if isinstance(cols, slice) else pre.index_select(1, cols)
+    return layer.index_select(0, order)
 
 
 def _column_blocks(n: int, m: int) -> list[slice]:
@@ -497,6 +502,12 @@ def _silhouette_values(
     return torch.where(zero, 0.0, (inter - intra) / torch.where(zero, 1.0, larger))
 
 
+def _cpu_fast_path(x: Tensor) -> bool:
+    """Whether to use the CPU-specific routes (numpy partition, blocked transpose); the torch-only
+    routes give the same numbers on any device (the tests run both on CPU)."""
+    return x.device.type == "cpu"
+
+
 def _percentile_rows(x: Tensor, p: float) -> Tensor:
     """numpy.percentile(x, p, axis=1) (linear interpolation) for float64 x [C, N] -> [C]."""
     n = x.shape[1]
@@ -505,7 +516,7 @@ def _percentile_rows(x: Tensor, p: float) -> Tensor:
     gamma = virtual - below
     need_high = gamma > 0 and below + 1 < n
     high: Tensor | None = None
-    if x.device.type == "cpu":  # numpy's introselect is ~10x faster than torch.kthvalue on CPU
+    if _cpu_fast_path(x):  # numpy's introselect is ~10x faster than torch.kthvalue on CPU
         part = np.partition(x.numpy(), below, axis=1)
         low = torch.from_numpy(part[:, below].copy())
         if need_high:  # everything right of position `below` is >= it: the next order statistic
@@ -527,6 +538,15 @@ def _percentile_level(width: int) -> int:
     return max(0, min(75, round(100 - 1000 / width)))
 
 
+def _transposed_float64(x: Tensor) -> Tensor:
+    """float64 copy of x [N, C] as [C, N]; on CPU in blocks of rows (cache-friendly, ~2x faster)."""
+    out = torch.empty((x.shape[1], x.shape[0]), dtype=torch.float64, device=x.device)
+    step = 256 if _cpu_fast_path(x) else max(1, x.shape[0])
+    for start in range(0, x.shape[0], step):
+        out[:, start : start + step].copy_(x[start : start + step].T)
+    return out
+
+
 def _thresholded_standardized(x: Tensor, constant: Tensor, p: float) -> Tensor:
     """c4 layer space of x [N, C], returned transposed as float64 [C, N]: each neuron standardized over
     the N samples (``constant`` [C] neurons -> 0), minus its p-th percentile, relu.
@@ -534,7 +554,7 @@ def _thresholded_standardized(x: Tensor, constant: Tensor, p: float) -> Tensor:
     Computed as relu(x - mean - q) / std with q the percentile of x - mean: the same numbers as
     standardizing first (percentiles commute with a positive scale) up to rounding.
     """
-    z = torch.empty((x.shape[1], x.shape[0]), dtype=torch.float64, device=x.device).copy_(x.T)
+    z = _transposed_float64(x)
     z -= z.mean(1, keepdim=True)
     std = torch.linalg.vector_norm(z, dim=1) / math.sqrt(z.shape[1])
     z -= _percentile_rows(z, p)[:, None]
@@ -556,7 +576,8 @@ def _class_moments(unit: Tensor, bounds: list[tuple[int, int]]) -> tuple[Tensor,
 
     Returns, per class i [K]: ||sum u||^2 and ||U_i^T U_i||_F^2 (from the C x C Gram matrix); then over
     all samples: ||sum u||^2 and ||U^T U||_F^2 (U^T U = sum of the class Gram matrices). Gram matrices
-    go to a preallocated buffer and their norms are dot products, so the loop allocates nothing.
+    go to a preallocated buffer and their norms are dot products, so the loop allocates nothing. (No
+    scipy/numpy BLAS here: their thread pools fight torch's and can make this 30x slower.)
     """
     width = unit.shape[0]
     options = {"dtype": unit.dtype, "device": unit.device}

@@ -4,11 +4,12 @@ data, on tiny hand-computed cases, and on the inputs that must raise MeasureErro
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from gscore import measures
@@ -16,6 +17,17 @@ from gscore.errors import MeasureError
 from gscore.reference import reference_c1, reference_c2, reference_c3, reference_c4
 
 TOL = 1e-6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    """The inputs here are tiny: extra threads only spin, badly so on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
 
 # ----------------------------------------------------------------------------------------------------
 # Random data with every awkward case the conventions talk about
@@ -31,7 +43,8 @@ def random_case(seed: int, n: int = 160) -> tuple[Tensor, Tensor, Tensor, Tensor
     Uneven subclass sizes including a single-sample subclass (12); a fully dead layer (3); dead neurons,
     a constant live neuron, a constant-0 neuron (max 0: live), a varying neuron with max 0 (live) and
     a constant negative one (dead) in layer 2; neurons constant on a superclass, on a subclass, and on each of two parts of a superclass;
-    samples whose relu(pre) row is all zero in layers 1 and 5; shuffled samples and columns.
+    samples whose relu(pre) row is all zero in layers 1 and 5 (c2) and whose c4 row is zero in layer 6;
+    shuffled samples and columns.
     """
     rng = np.random.default_rng(seed)
     subclasses = np.array(list(SUPERCLASS_OF))
@@ -59,6 +72,8 @@ def random_case(seed: int, n: int = 160) -> tuple[Tensor, Tensor, Tensor, Tensor
     zero_rows = rng.choice(n, 15, replace=False)
     pre[np.ix_(zero_rows, cols[1])] = -1.0
     pre[np.ix_(zero_rows[:5], cols[5])] = -0.5
+    # c4, layer 6 (p = 0): samples at every neuron's minimum are all-zero rows after the threshold.
+    pre[np.ix_(zero_rows[5:8], cols[6])] = pre[:, cols[6]].min(axis=0) - 1.0
     samples, columns = rng.permutation(n), rng.permutation(m)
     return (
         torch.tensor(pre[samples][:, columns], dtype=torch.float32),
@@ -85,7 +100,7 @@ def test_c1_matches_reference(case: tuple[Tensor, ...], k: int) -> None:
         reference_c1(pre, y, sub, k), abs=TOL)
 
 
-@pytest.mark.parametrize("k", [1, 3, 10])
+@pytest.mark.parametrize("k", [1, 3, 10])  # 10 > 7 layers: all
 def test_c2_matches_reference(case: tuple[Tensor, ...], k: int) -> None:
     pre, layer_of, y, sub = case
     assert measures.layer_silhouette(pre, layer_of, y, sub, k=k) == pytest.approx(
@@ -100,7 +115,7 @@ def test_c3_matches_reference(case: tuple[Tensor, ...], k: int, fine: bool) -> N
     assert measures.neuron_variance(pre, labels, k=k) == pytest.approx(reference_c3(pre, labels, k), abs=TOL)
 
 
-@pytest.mark.parametrize("k", [1, 3, 10])
+@pytest.mark.parametrize("k", [1, 3, 10])  # 10 > 7 layers: all
 @pytest.mark.parametrize("fine", [False, True])
 def test_c4_matches_reference(case: tuple[Tensor, ...], k: int, fine: bool) -> None:
     pre, layer_of, y, sub = case
@@ -134,6 +149,16 @@ def test_invariant_to_sample_order_and_label_values() -> None:
     assert measures.neuron_variance(pre2, y2) == pytest.approx(measures.neuron_variance(pre, y), abs=1e-12)
     assert measures.layer_variance(pre2, layer_of, y2) == pytest.approx(
         measures.layer_variance(pre, layer_of, y), abs=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_c4_device_generic_route_matches_reference(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
+    """The route CUDA takes (torch.kthvalue percentile, unblocked transpose), run on CPU."""
+    monkeypatch.setattr(measures, "_cpu_fast_path", lambda x: False)
+    pre, layer_of, y, sub = random_case(6)
+    for labels in (y, fine_labels(sub)):
+        assert measures.layer_variance(pre, layer_of, labels, k=k) == pytest.approx(
+            reference_c4(pre, layer_of, labels, k), abs=TOL)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
