@@ -3,7 +3,7 @@
 A probe set is ``x`` [N, C, H, W] (uint8, scaled by 1/255 batch by batch, or float32 used as is),
 ``y`` [N] int64 (the labels the model was trained on, 0..num_classes-1) and, for datasets with a
 label hierarchy, ``sub`` [N] int64: fine labels nested in ``y`` (each ``sub`` value occurs with exactly
-one ``y`` value; see MEASURES.md, "Representations").
+one ``y`` value; see docs/measures.md, "What the measures look at").
 
 Names that :func:`load_probe_set` understands, each with the splits ``train`` and ``test``:
 

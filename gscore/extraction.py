@@ -1,6 +1,6 @@
 """Pre-activations of every ReLU call, global-max-pooled, streamed batch by batch.
 
-Conventions (MEASURES.md, "Representations"):
+Conventions (docs/measures.md, "What the measures look at"):
 
 - The model runs in eval mode under ``torch.inference_mode()``.
 - Every *call* of a ReLU-type activation is one layer, in call order: a module called twice

@@ -5,12 +5,12 @@ Definitions: docs/measures.md (the paper's definitions, with every convention th
 ``layer_of`` [M] integer layer index of each neuron, ``y`` [N] integer class labels (the superclass for
 c1/c2), ``sub`` [N] integer subclass labels nested in ``y``. Label values need not be 0..K-1.
 
-Conventions (from MEASURES.md unless marked "choice"):
+Conventions (from docs/measures.md unless marked "choice"):
 
 - mean/std over samples with ddof = 0; ``topk_mean`` = mean of the k largest signed values (all of
   them when fewer than k); a ratio whose denominator is 0 counts as 0; medians are numpy's (the mean
   of the two middle values for an even count).
-- Dead neuron: pre < 0 on every probe sample, i.e. ``max_n pre < 0`` (strict, MEASURES.md "below 0"
+- Dead neuron: pre < 0 on every probe sample, i.e. ``max_n pre < 0`` (strict, docs/measures.md "below 0"
   and the authors' ``np.all(acts < 0.)``). A neuron whose maximum is exactly 0 (e.g. constant 0) is
   live. Dead neurons count 0 in c1 and c3 and are dropped from their layer in c4.
 - A set on which a neuron takes a single value has std exactly 0 (detected exactly with min == max,
@@ -31,7 +31,7 @@ silhouette needs >= 2 labels); c2 also a superclass whose every sample is its ow
 needs n_labels <= n_samples - 1); c3/c4: fewer than 2 classes; c4: a class with fewer than 2 samples
 (no pair, Sigma undefined), or no live neuron in any layer. A single superclass is fine for c1/c2.
 
-Exact and fast (MEASURES.md "Exact and fast"), float64 throughout: c1/c3 use per-group counts, sums,
+Exact and fast (docs/measures.md "Exact, on the whole probe set"), float64 throughout: c1/c3 use per-group counts, sums,
 sums of squares, min and max, in column blocks (values shifted by a sample of the same superclass /
 class first, so the cancellation in E[x^2] - E[x]^2 stays small); c3's std over D combines the class
 statistics. c2 uses, per layer, the per-subclass sums T_j of the unit rows: the summed distance from x

@@ -344,7 +344,7 @@ def _sharpness_scores(
     scores: dict[str, float],
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    """Sharpness runs on a seeded class-balanced sample of the TRAINING split (MEASURES.md)."""
+    """Sharpness runs on a seeded class-balanced sample of the TRAINING split (docs/measures.md)."""
     from gscore import datasets
     from gscore.sharpness import SHARPNESS_MEASURES
 

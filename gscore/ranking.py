@@ -1,9 +1,9 @@
-"""Rank models by a measure and score the measure with Kendall coefficients (MEASURES.md, "Ranking").
+"""Rank models by a measure and score the measure with Kendall coefficients (docs/measures.md, "Rankings and Kendall coefficients").
 
 Plain functions on plain records (numpy only; no HTTP, no Celery). The CLI (``gscore rank FILE.json``)
 and the service return ``rank_collection``'s dict as is.
 
-Conventions, including those MEASURES.md leaves open:
+Conventions, including those docs/measures.md leaves open:
 
 - Orientation. Each measure is multiplied by ``measure_registry.orientation(name)`` (+1 for c1-c4 and
   unknown names, -1 for sharpness). The target is ``test_accuracy`` (default) or

@@ -1,4 +1,4 @@
-"""Slow brute-force references for c1-c4 (MEASURES.md), used by the tests and benchmarks/bench_measures.py.
+"""Slow brute-force references for c1-c4 (docs/measures.md), used by the tests and benchmarks/bench_measures.py.
 
 They follow the definitions literally with numpy and scikit-learn: explicit loops over subclasses,
 classes and layers, ``sklearn.metrics.silhouette_samples(metric="cosine")`` for c2 and full pairwise

@@ -1,6 +1,6 @@
 """Magnitude-aware sharpness measures 1/sigma', 1/alpha', 1/sigma'', 1/alpha'' (Jiang et al. 2020).
 
-Conventions (MEASURES.md, "Sharpness", which wins over any other wording):
+Conventions (docs/measures.md, "Sharpness", which wins over any other wording):
 
 - A perturbed tensor w moves on the scale ``s * (|w| + eps)`` elementwise, ``eps = MAGNITUDE_EPS = 1e-3``:
   Gaussian noise with that standard deviation (random, s = sigma) or a box ``|u| <= alpha (|w| + eps)``

@@ -41,6 +41,14 @@ def redis_reachable() -> bool:
         return False
 
 
+def _terminate_with_parent() -> None:
+    """In a spawned API/worker: get SIGTERM when pytest dies, even if it is killed without teardown."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _gscore(*args: str) -> list[str]:
     return [sys.executable, "-m", "gscore.cli", *args]
 
@@ -63,7 +71,13 @@ class Stack:
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log = (self.data_dir / log_name).open("ab")
         return subprocess.Popen(
-            args, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_terminate_with_parent,
         )
 
     def start_api(self) -> None:

@@ -143,7 +143,7 @@ def two_point_problem(a: float) -> tuple[nn.Module, Tensor, Tensor]:
 
 def test_random_bisection_finds_the_analytic_sigma() -> None:
     """w_i' = w_i + sigma (a + eps) z_i: error(sigma) = Phi(-sqrt(2) a / (sigma (a + eps))); with a = eps
-    the MEASURES.md form gives sigma' = 0.552 (the form sigma |w| + eps would give 0.10)."""
+    the docs/measures.md form gives sigma' = 0.552 (the form sigma |w| + eps would give 0.10)."""
     a = MAGNITUDE_EPS
     model, x, y = two_point_problem(a)
     draws = 4000
