@@ -28,6 +28,7 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_measures.py
+	$(VENV)/bin/python benchmarks/bench_sharpness.py --samples 200 --draws 10 --steps 2
 
 clean:
 	rm -rf $(VENV) gscore-data .pytest_cache
