@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DIGITS_ARCH: dict[str, Any] = {"family": "cnn", "in_channels": 1, "width": 8, "depth": 2, "num_classes": 5}
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_TEST_DB = int(os.environ.get("GSCORE_TEST_REDIS_DB", "11"))
+POSTGRES_ADMIN = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
 STARTUP_TIMEOUT = 90.0
 MAX_UPLOAD_BYTES = 1024 * 1024
 
@@ -186,6 +187,27 @@ def redis_url() -> str:
     client.flushdb()
     yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
     client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, throw-away PostgreSQL database (dropped afterwards); skips when no server answers."""
+    import uuid
+
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(connect_timeout=3, **POSTGRES_ADMIN)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable on {POSTGRES_ADMIN['host']}:5432 (.ci/run starts it): {exc}")
+    admin.autocommit = True
+    name = f"gscore_test_{uuid.uuid4().hex[:8]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql+psycopg2://{POSTGRES_ADMIN['user']}@{POSTGRES_ADMIN['host']}:5432/{name}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
 
 
 @pytest.fixture(scope="session")

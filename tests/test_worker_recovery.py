@@ -1,4 +1,5 @@
-"""Jobs survive their worker: cancel, a worker SIGKILLed mid-job, and the Redis deployment's flow.
+"""Jobs survive their worker: cancel, a worker SIGKILLed mid-job, on the embedded, Redis and Redis +
+PostgreSQL (production) setups.
 
 Each broker gets its own API + worker whose jobs wait GSCORE_TEST_JOB_DELAY_SECONDS (a test hook that
 honours cancel) before scoring, so there is time to cancel or kill them while they run.
@@ -19,12 +20,15 @@ FINAL = ("succeeded", "failed", "cancelled")
 JOB_DELAY_SECONDS = 3.0
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis"])
+@pytest.fixture(scope="module", params=["embedded", "redis", "redis+postgres"])
 def slow_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """embedded: SQLite job table and broker; redis: Redis broker; redis+postgres: the production setup."""
     overrides = {"GSCORE_TEST_JOB_DELAY_SECONDS": str(JOB_DELAY_SECONDS)}
-    if request.param == "redis":
+    if "redis" in request.param:
         overrides["BROKER_URL"] = request.getfixturevalue("redis_url")
-    stack = start_stack(tmp_path_factory.mktemp(f"slow-{request.param}"), **overrides)
+    if "postgres" in request.param:
+        overrides["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    stack = start_stack(tmp_path_factory.mktemp(f"slow-{request.param.replace('+', '-')}"), **overrides)
     yield stack
     stack.stop()
 
