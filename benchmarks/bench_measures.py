@@ -16,24 +16,14 @@ would not fit in memory or time; the default is the full N.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from timing import timed  # benchmarks/timing.py (scripts run from this folder)
 
 from gscore import measures
 from gscore.extraction import extract_preactivations
 from gscore.reference import reference_c2, reference_c4
 from models import build_model
-
-
-def timed(fn, device: torch.device):  # -> tuple[result, seconds]
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - started
 
 
 def main() -> None:

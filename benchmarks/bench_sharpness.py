@@ -18,31 +18,20 @@ use e.g. ``--samples 200 --draws 10 --steps 2`` there.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import torch
+from timing import timed  # benchmarks/timing.py (scripts run from this folder)
 
 from gscore.sharpness import SharpnessResult, random_sharpness
 from models import build_model
 
-T = TypeVar("T")
 VGG9 = {"family": "vgg", "depth": 9, "width": 32, "num_classes": 10}
 
 
-def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - started
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=2000, help="probe images (default 2000)")
     parser.add_argument("--draws", type=int, default=10, help="Monte-Carlo draws per evaluation")
     parser.add_argument("--steps", type=int, default=15, help="bisection steps")
@@ -51,8 +40,12 @@ def main() -> None:
     parser.add_argument("--kernels-only", action="store_true", help="1/sigma'' (batch-statistics mode)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="time each variant this many times, alternating; report the fastest")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="time each variant this many times, alternating; report the fastest",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
 
@@ -62,15 +55,26 @@ def main() -> None:
     x = torch.randn(args.samples, 3, 32, 32, generator=generator)
     with torch.no_grad():
         y = torch.cat([model(chunk.to(device)).argmax(1).cpu() for chunk in x.split(args.batch_size)])
-    print(f"VGG-9 w=32 on {device}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-          f"{args.samples} probe images, {args.draws} draws, {args.steps} bisection steps, "
-          f"batch {args.batch_size}, kernels_only={args.kernels_only}, torch threads {torch.get_num_threads()}")
+    print(
+        f"VGG-9 w=32 on {device}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{args.samples} probe images, {args.draws} draws, {args.steps} bisection steps, "
+        f"batch {args.batch_size}, kernels_only={args.kernels_only}, torch threads {torch.get_num_threads()}"
+    )
 
     def run(batched: bool, steps: int, samples: int) -> SharpnessResult:
         return random_sharpness(
-            model, x[:samples], y[:samples], kernels_only=args.kernels_only, draws=args.draws, steps=steps,
-            tolerance=0.0, seed=args.seed, batch_size=args.batch_size, device=device,
-            copies_per_pass=args.copies_per_pass, batched=batched,
+            model,
+            x[:samples],
+            y[:samples],
+            kernels_only=args.kernels_only,
+            draws=args.draws,
+            steps=steps,
+            tolerance=0.0,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=device,
+            copies_per_pass=args.copies_per_pass,
+            batched=batched,
         )
 
     for batched in (True, False):  # warm-up: allocator, kernels, vmap tracing paths
@@ -85,18 +89,28 @@ def main() -> None:
     batched_seconds, looped_seconds = min(batched_times), min(looped_times)
 
     same = (batched_result.scale, batched_result.diagnostics["evaluations"]) == (
-        looped_result.scale, looped_result.diagnostics["evaluations"])
+        looped_result.scale,
+        looped_result.diagnostics["evaluations"],
+    )
     evaluations = batched_result.diagnostics["evaluations"]
-    print(f"sigma' = {batched_result.scale:.6g} (1/sigma' = {batched_result.value:.4g}), "
-          f"{batched_result.steps} bisection steps, {evaluations} evaluations of {args.draws} x {args.samples} "
-          f"images; batched and one-by-one agree: {same}")
-    print(f"(a) batched (vmap, {args.copies_per_pass or args.draws} copies per pass): {batched_seconds:8.2f} s "
-          f"({batched_seconds / evaluations:.2f} s per evaluation)")
-    print(f"(b) one copy at a time:                 {looped_seconds:8.2f} s "
-          f"({looped_seconds / evaluations:.2f} s per evaluation)")
+    print(
+        f"sigma' = {batched_result.scale:.6g} (1/sigma' = {batched_result.value:.4g}), "
+        f"{batched_result.steps} bisection steps, {evaluations} evaluations of {args.draws} x {args.samples} "
+        f"images; batched and one-by-one agree: {same}"
+    )
+    print(
+        f"(a) batched (vmap, {args.copies_per_pass or args.draws} copies per pass): {batched_seconds:8.2f} s "
+        f"({batched_seconds / evaluations:.2f} s per evaluation)"
+    )
+    print(
+        f"(b) one copy at a time:                 {looped_seconds:8.2f} s "
+        f"({looped_seconds / evaluations:.2f} s per evaluation)"
+    )
     if args.repeats > 1:
-        print(f"all runs (s): batched {[round(t, 2) for t in batched_times]}, "
-              f"one by one {[round(t, 2) for t in looped_times]}")
+        print(
+            f"all runs (s): batched {[round(t, 2) for t in batched_times]}, "
+            f"one by one {[round(t, 2) for t in looped_times]}"
+        )
     print(f"ratio b/a: {looped_seconds / batched_seconds:.2f}x")
     if not same:
         raise SystemExit("batched and one-by-one runs disagree")

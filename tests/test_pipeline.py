@@ -35,23 +35,17 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, captured.out, captured.err
 
 
+def score_cli(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, dataset: str = "digits", *options: str
+) -> tuple[int, str, str]:
+    """``gscore score CHECKPOINT --arch CNN --dataset DATASET --no-progress OPTIONS...`` in process."""
+    argv = ["score", str(checkpoint), "--arch", json.dumps(CNN), "--dataset", dataset, "--no-progress"]
+    return run_cli([*argv, *options], capsys)
+
+
 def test_score_json_matches_reference_on_dumped_activations(cnn_checkpoint, tmp_path, capsys):
     dump = tmp_path / "acts.npz"
-    code, out, _ = run_cli(
-        [
-            "score",
-            str(cnn_checkpoint),
-            "--arch",
-            json.dumps(CNN),
-            "--dataset",
-            "digits",
-            "--json",
-            "--dump-activations",
-            str(dump),
-            "--no-progress",
-        ],
-        capsys,
-    )
+    code, out, _ = score_cli(capsys, cnn_checkpoint, "digits", "--json", "--dump-activations", str(dump))
     assert code == 0
     result = json.loads(out)
     assert set(result["scores"]) == {"c1", "c2", "c3", "c4"}
@@ -111,19 +105,7 @@ def _write_npz(path: Path, with_sub: bool) -> Path:
 
 def test_default_measures_skip_hierarchy_ones_with_note(cnn_checkpoint, tmp_path, capsys):
     npz = _write_npz(tmp_path / "flat.npz", with_sub=False)
-    code, out, _ = run_cli(
-        [
-            "score",
-            str(cnn_checkpoint),
-            "--arch",
-            json.dumps(CNN),
-            "--dataset",
-            str(npz),
-            "--json",
-            "--no-progress",
-        ],
-        capsys,
-    )
+    code, out, _ = score_cli(capsys, cnn_checkpoint, str(npz), "--json")
     assert code == 0
     result = json.loads(out)
     assert set(result["scores"]) == {"c3", "c4"}
@@ -133,19 +115,7 @@ def test_default_measures_skip_hierarchy_ones_with_note(cnn_checkpoint, tmp_path
 
 def test_explicit_hierarchy_measure_without_hierarchy_is_a_clear_error(cnn_checkpoint, tmp_path, capsys):
     npz = _write_npz(tmp_path / "flat.npz", with_sub=False)
-    code, out, err = run_cli(
-        [
-            "score",
-            str(cnn_checkpoint),
-            "--arch",
-            json.dumps(CNN),
-            "--dataset",
-            str(npz),
-            "--measures",
-            "c1,c3",
-        ],
-        capsys,
-    )
+    code, out, err = score_cli(capsys, cnn_checkpoint, str(npz), "--measures", "c1,c3")
     assert code == 2 and out == ""
     assert "c1" in err and "hierarchy" in err and "Traceback" not in err
 
@@ -200,13 +170,13 @@ def test_unsafe_or_mismatched_checkpoint(tmp_path, capsys):
     torch.manual_seed(0)
     other = tmp_path / "other.safetensors"
     save_safetensors(build_model({**CNN, "width": 4}), other)
-    code, _, err = run_cli(["score", str(other), "--arch", json.dumps(CNN), "--dataset", "digits"], capsys)
+    code, _, err = score_cli(capsys, other)
     assert code == 2 and "shape" in err
 
     pickled = tmp_path / "module.pt"
     torch.save(build_model(CNN), pickled)  # a whole pickled module: must be refused
-    code, _, err = run_cli(["score", str(pickled), "--arch", json.dumps(CNN), "--dataset", "digits"], capsys)
-    assert code == 2 and "Traceback" not in err
+    code, _, err = score_cli(capsys, pickled)
+    assert code == 2 and "Traceback" not in err and "state_dict" in err
 
 
 def test_validate_request_catches_problems_before_loading(cnn_checkpoint, tmp_path):
@@ -288,7 +258,9 @@ def test_sharpness_measures_through_the_pipeline(cnn_checkpoint):
     assert details["random_sharpness"]["samples"] == 200  # 40 per class x 5 classes
     assert details["random_sharpness"]["parameters"]["draws"] == 3
     reported = [(done, total) for stage, done, total in stages if stage == "random_sharpness"]
-    assert reported and reported[-1][0] == reported[-1][1] and reported[-1][1] <= 4  # "step i of n", ends at n
+    assert (
+        reported and reported[-1][0] == reported[-1][1] and reported[-1][1] <= 4
+    )  # "step i of n", ends at n
     assert "neurons" not in first["meta"]  # no activation measure ran
 
 
