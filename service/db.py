@@ -1,4 +1,4 @@
-"""SQLAlchemy tables (jobs, uploaded datasets, idempotency keys) and the engine/session factory."""
+"""SQLAlchemy tables (jobs, uploaded datasets, stage timings, idempotency keys) and the engine/session factory."""
 
 from __future__ import annotations
 
@@ -92,6 +92,16 @@ class UploadedDataset(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class StageTiming(Base):
+    """Running totals of the seconds that succeeded jobs spent in each engine stage (for ``/metrics``)."""
+
+    __tablename__ = "stage_timings"
+
+    stage: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seconds_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    jobs: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class IdempotencyKey(Base):

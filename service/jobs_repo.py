@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import IdempotencyKey, Job, utcnow
+from service.db import IdempotencyKey, Job, StageTiming, utcnow
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
@@ -278,7 +279,21 @@ class JobsRepo:
                     lease_expires_at=None,
                 )
             )
-        return outcome.rowcount == 1
+            recorded = outcome.rowcount == 1
+            if recorded and state == SUCCEEDED and result and not result["meta"].get("deduplicated_from"):
+                for stage, seconds in result["meta"].get("seconds", {}).items():
+                    _add_stage_seconds(session, stage, float(seconds))
+        return recorded
+
+    def stage_timings(self) -> list[tuple[str, float, int]]:
+        """(stage, total seconds, jobs) over every succeeded, computed (not deduplicated) job."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(StageTiming.stage, StageTiming.seconds_sum, StageTiming.jobs).order_by(
+                    StageTiming.stage
+                )
+            )
+            return [(stage, float(total), int(jobs)) for stage, total, jobs in rows]
 
     # ---- reaper -------------------------------------------------------------------------------------
     def requeue_expired(self, job: Job, *, max_attempts: int) -> str | None:
@@ -310,3 +325,19 @@ class JobsRepo:
                 update(Job).where(same_attempt).values(lease_token=None, updated_at=now, **values)
             )
         return values["state"] if outcome.rowcount == 1 else None
+
+
+def _add_stage_seconds(session: Session, stage: str, seconds: float) -> None:
+    """Add one job's seconds to a stage's running total (inside the caller's transaction)."""
+    increment = (
+        update(StageTiming)
+        .where(StageTiming.stage == stage)
+        .values(seconds_sum=StageTiming.seconds_sum + seconds, jobs=StageTiming.jobs + 1)
+    )
+    if session.execute(increment).rowcount == 1:
+        return
+    try:
+        with session.begin_nested():  # first job of this stage; another worker may insert it too
+            session.add(StageTiming(stage=stage, seconds_sum=seconds, jobs=1))
+    except IntegrityError:
+        session.execute(increment)

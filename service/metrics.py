@@ -8,19 +8,20 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from service.jobs_repo import STATES, JobsRepo
 
 
 class JobTableCollector(Collector):
-    """``gscore_jobs{state}`` and ``gscore_job_failures{type}`` computed from the job table."""
+    """``gscore_jobs{state}``, ``gscore_job_failures{type}`` and ``gscore_job_stage_seconds{stage}`` (a
+    summary: ``_sum`` and ``_count`` per stage) computed from the database."""
 
     def __init__(self, repo: JobsRepo) -> None:
         self.repo = repo
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | SummaryMetricFamily]:
         by_state = GaugeMetricFamily("gscore_jobs", "Jobs in the table by state", labels=["state"])
         counts = self.repo.count_by_state()
         for state in STATES:
@@ -30,6 +31,14 @@ class JobTableCollector(Collector):
         for kind, count in sorted(self.repo.count_failures_by_type().items()):
             failures.add_metric([kind], count)
         yield failures
+        stages = SummaryMetricFamily(
+            "gscore_job_stage_seconds",
+            "Seconds that succeeded jobs spent per engine stage (load, extract, measures, each sharpness, total)",
+            labels=["stage"],
+        )
+        for stage, seconds, jobs in self.repo.stage_timings():
+            stages.add_metric([stage], count_value=jobs, sum_value=seconds)
+        yield stages
 
 
 class ServiceMetrics:

@@ -121,8 +121,10 @@ def test_idempotency_key_returns_the_first_answer(embedded_stack: Stack, digits_
         assert first["id"] == second["id"]
 
 
-def test_catalog_health_and_metrics(embedded_stack: Stack) -> None:
+def test_catalog_health_and_metrics(embedded_stack: Stack, digits_checkpoint: Path) -> None:
     with embedded_stack.client() as client:
+        job = submit_job(client, digits_checkpoint, {**SPEC, "seed": 4242}).json()  # a job computed here
+        assert wait_for_job(client, job["id"], FINAL)["state"] == "succeeded"
         measures = {m["name"]: m for m in client.get("/v1/measures").json()["measures"]}
         assert measures["c1"]["needs_hierarchy"] is True and measures["random_sharpness"]["orientation"] == -1
         assert client.get("/v1/architectures").json()["architectures"]
@@ -134,4 +136,11 @@ def test_catalog_health_and_metrics(embedded_stack: Stack) -> None:
         metrics = client.get("/metrics").text
         assert 'gscore_http_requests_total{method="GET",route="/readyz",status="200"}' in metrics
         assert 'gscore_jobs{state="succeeded"}' in metrics
+        stage_counts = {
+            line.split('"')[1]: float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("gscore_job_stage_seconds_count{")
+        }
+        assert {"load", "extract", "measures", "total"} <= set(stage_counts)
+        assert stage_counts["total"] >= 1 and stage_counts["extract"] >= 1
         assert client.get("/docs").status_code == 200
