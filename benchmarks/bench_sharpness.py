@@ -6,7 +6,9 @@ measure is defined; the timing does not depend on the pixels):
   (a) wall time of ``random_sharpness(..., batched=True)``: ``draws`` noisy copies per pass via vmap,
   (b) wall time of ``random_sharpness(..., batched=False)``: the same noise, one copy at a time,
   and the ratio b/a. Both use ``tolerance=0`` (no early stop within tolerance) and the same seed, so they
-  run the same bisection (checked: same scale, same number of evaluations) and do identical work.
+  run the same bisection (checked: same scale, same number of evaluations) and do identical work: the
+  early stop of the draws once the error is certainly too high (which the one-by-one route can take after
+  any draw, the batched one only after a pass) is switched off here unless ``--early-stop``.
 
     python benchmarks/bench_sharpness.py [--samples 2000] [--draws 10] [--steps 15] [--batch-size 500]
                                          [--kernels-only] [--device cpu|cuda] [--repeats 1]
@@ -22,6 +24,7 @@ import argparse
 import torch
 from timing import timed  # benchmarks/timing.py (scripts run from this folder)
 
+from gscore import sharpness
 from gscore.sharpness import SharpnessResult, random_sharpness
 from models import build_model
 
@@ -41,6 +44,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--early-stop",
+        action="store_true",
+        help="keep the early stop of the draws (as in production): the two routes then do different work",
+    )
+    parser.add_argument(
         "--repeats",
         type=int,
         default=1,
@@ -48,6 +56,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = torch.device(args.device)
+    if not args.early_stop:  # every draw of every evaluation, in both routes (identical work)
+        full_error = sharpness._random_error
+        sharpness._random_error = lambda *a, **kw: full_error(*a, **{**kw, "threshold": None})
 
     torch.manual_seed(args.seed)
     model = build_model(VGG9).eval().to(device)

@@ -22,6 +22,9 @@ from gscore.ranking import ModelRecord, RankingInputError, finite_or_none, rank_
 PANEL_SIZE_PX: tuple[int, int] = (400, 350)  # width, height of one panel
 MAX_COLUMNS = 4
 DPI = 100
+# Points beyond this magnitude are not drawn: matplotlib's autoscaling overflows near the float maximum
+# (a score of 1e308 raised "arange: cannot compute length"); the panel says how many were left out.
+PLOT_LIMIT = 1e300
 _TARGET_LABELS = {"test_accuracy": "test accuracy", "generalization_gap": "generalization gap (train - test)"}
 
 
@@ -47,15 +50,18 @@ def plot_measures(
     rows = -(-len(measures) // MAX_COLUMNS)
     for position, measure in enumerate(measures):
         axes = figure.add_subplot(rows, columns, position + 1)
-        points = [
+        usable = [
             (float(record.scores[measure]), target_value)
             for record, target_value in zip(records, targets, strict=True)
             if target_value is not None and finite_or_none(record.scores.get(measure)) is not None
         ]
+        points = [(x, y) for x, y in usable if abs(x) <= PLOT_LIMIT and abs(y) <= PLOT_LIMIT]
         entry = result["measures"][measure]
         tau = entry["tau"]
         tau_text = f"tau = {tau:.2f}" if tau is not None else "tau n/a"
-        axes.set_title(f"{measure}\n{tau_text} (n = {entry['n']})", fontsize=10)
+        left_out = len(usable) - len(points)
+        left_out_text = f", {left_out} beyond 1e300 not drawn" if left_out else ""
+        axes.set_title(f"{measure}\n{tau_text} (n = {entry['n']}{left_out_text})", fontsize=10)
         x_label = measure + (" (lower predicts better)" if orientation(measure) < 0 else "")
         axes.set_xlabel(x_label, fontsize=9)
         axes.set_ylabel(_TARGET_LABELS[target], fontsize=9)
@@ -67,7 +73,7 @@ def plot_measures(
             axes.text(
                 0.5,
                 0.5,
-                f"no model has both\n{measure} and {target}",
+                f"no model has both\n{measure} and {target}" if not usable else "no plottable point",
                 ha="center",
                 va="center",
                 transform=axes.transAxes,

@@ -195,12 +195,14 @@ def _tau_a(
     n = len(measure)
     total = 0.0
     informative = False
-    for i in range(n - 1):
-        target_signs = np.sign(target[i] - target[i + 1 :])
-        if axis_codes is not None:
-            target_signs = target_signs * (axis_codes[i] != axis_codes[i + 1 :])
-        total += float(np.dot(np.sign(measure[i] - measure[i + 1 :]), target_signs))
-        informative = informative or bool(np.any(target_signs != 0))
+    # finite values of opposite signs near the float maximum overflow to +-inf: the sign stays right
+    with np.errstate(over="ignore"):
+        for i in range(n - 1):
+            target_signs = np.sign(target[i] - target[i + 1 :])
+            if axis_codes is not None:
+                target_signs = target_signs * (axis_codes[i] != axis_codes[i + 1 :])
+            total += float(np.dot(np.sign(measure[i] - measure[i + 1 :]), target_signs))
+            informative = informative or bool(np.any(target_signs != 0))
     return total / (n * (n - 1) / 2), informative
 
 

@@ -15,21 +15,24 @@ Conventions (docs/measures.md, "Sharpness", which wins over any other wording):
   are in ``diagnostics["evaluations"]``).
 - Random: error(sigma) is the mean over ``draws`` Monte-Carlo draws. The draws are common random numbers:
   every bisection step reuses the same standard-normal draws (the generator is re-seeded with ``seed`` on
-  ``device``), so error(sigma) is a deterministic, almost monotone function of sigma. On CUDA the draws
+  ``device``), so error(sigma) is a deterministic, almost monotone function of sigma. The draws stop early
+  once the errors counted so far already put the mean above ``threshold + tolerance`` (the bisection only
+  needs "too high" there; the scale and the reported errors are unchanged). On CUDA the draws
   are evaluated ``copies_per_pass`` at a time by ``torch.func.vmap`` over stacked perturbed parameters
   (on CPU one at a time, which is faster there; both give identical counts).
 - Worst case: projected sign-gradient ascent on the mean training cross-entropy over u, starting at u = 0:
   ``ascent_steps`` steps of ``u <- clip(u + ascent_lr * alpha (|w| + eps) * sign(grad), box)``, i.e.
   ``ascent_lr`` is the step as a fraction of the box half-width (steepest ascent for the box, invariant to
   the loss scale and to rescaling the weights). The error at alpha is the largest error of the points
-  visited; the ascent stops as soon as it reaches the threshold. It is deterministic: ``seed`` is recorded
-  but unused.
+  visited; the ascent stops early only once that error is above ``threshold + tolerance`` (the bisection
+  then moves down whatever later steps find). It is deterministic: ``seed`` is recorded but unused.
 - all weights (1/sigma', 1/alpha'): every parameter is perturbed; the model runs in eval mode (normalization
   layers use their running statistics). kernels only (1/sigma'', 1/alpha''): only the weights of
   convolution and linear layers are perturbed, and normalization layers run in batch-statistics mode:
   statistics of each evaluated batch, running statistics neither used nor updated. The sample is evaluated
   in a class-interleaved order (deterministic, whatever the caller's order) split into ``ceil(N /
-  batch_size)`` batches of near-equal size, so every batch's statistics see all classes in proportion.
+  batch_size)`` batches of near-equal size, so every batch's statistics see all classes in proportion
+  (a batch of one sample through batch norm is a ``MeasureError``).
   Dropout and the like are always in eval mode.
 - The model is never mutated: the functions work on a private deep copy (moved to ``device``) and pass
   parameters through ``torch.func.functional_call``; the caller's parameters, buffers and train/eval flags
@@ -186,8 +189,10 @@ class _Evaluator:
         self.device = device
         self.names = perturbed_parameter_names(module, kernels_only)
         if not self.names:
-            raise MeasureError("the model has no parameters to perturb" + (
-                " (no convolution or linear weights)" if kernels_only else ""))
+            raise MeasureError(
+                "the model has no parameters to perturb"
+                + (" (no convolution or linear weights)" if kernels_only else "")
+            )
         self.params: dict[str, Tensor] = {n: p.detach() for n, p in module.named_parameters()}
         self.buffers: dict[str, Tensor] = {n: b.detach() for n, b in module.named_buffers()}
         order = _class_interleaved_order(y)
@@ -197,6 +202,16 @@ class _Evaluator:
         self.batch_size = batch_size
         parts = torch.arange(self.samples).tensor_split(-(-self.samples // batch_size))
         self._batch_slices = [(int(part[0]), int(part[-1]) + 1) for part in parts]
+        smallest = min(stop - start for start, stop in self._batch_slices)
+        if (
+            kernels_only
+            and smallest < 2
+            and any(isinstance(sub, nn.modules.batchnorm._BatchNorm) for sub in module.modules())
+        ):
+            raise MeasureError(
+                f"batch-statistics mode needs at least 2 samples per evaluated batch, got {smallest} "
+                f"({self.samples} samples, batch_size {batch_size}): use more samples or a larger batch_size"
+            )
 
     def _batches(self) -> list[tuple[Tensor, Tensor]]:
         return [(self.x[start:stop], self.y[start:stop]) for start, stop in self._batch_slices]
@@ -224,8 +239,10 @@ class _Evaluator:
     @torch.no_grad()
     def wrong_count(self, perturbed: dict[str, Tensor]) -> Tensor:
         """int64 scalar: errors of one copy (``{}`` = the unperturbed model)."""
-        return sum((_wrong(self._forward(perturbed, xb), yb).sum() for xb, yb in self._batches()),
-                   torch.zeros((), dtype=torch.int64, device=self.device))
+        return sum(
+            (_wrong(self._forward(perturbed, xb), yb).sum() for xb, yb in self._batches()),
+            torch.zeros((), dtype=torch.int64, device=self.device),
+        )
 
     def wrong_count_and_gradient(self, delta: dict[str, Tensor]) -> tuple[int, dict[str, Tensor]]:
         """Errors of w + delta and the gradient of the mean cross-entropy with respect to delta."""
@@ -296,12 +313,15 @@ def _bisect(
         error = error_at(hi)
         evaluations += 1
     info: dict[str, Any] = {"widenings": widenings, "upper_used": hi}
-    if error <= threshold + tolerance:  # upper bound within tolerance, or too flat even at the widest bound
+    if error - threshold <= tolerance:  # upper bound within tolerance, or too flat even at the widest bound
         if progress is not None:
             progress(steps, steps)
-        converged = error >= threshold - tolerance
-        return hi, 0, {**info, "converged": converged, "bracket": [lo, hi], "error": error,
-                       "evaluations": evaluations}
+        converged = threshold - error <= tolerance
+        return (
+            hi,
+            0,
+            {**info, "converged": converged, "bracket": [lo, hi], "error": error, "evaluations": evaluations},
+        )
     if progress is not None:
         progress(0, steps)
     for step in range(1, steps + 1):
@@ -335,8 +355,12 @@ def _standard_normal_draws(ev: _Evaluator, count: int, generator: torch.Generato
     """[count, *shape] standard normals per perturbed tensor, drawn draw by draw, tensor by tensor (so the
     numbers do not depend on how draws are grouped into passes)."""
     per_draw = [
-        {n: torch.randn(ev.params[n].shape, generator=generator, device=ev.device, dtype=ev.params[n].dtype)
-         for n in ev.names}
+        {
+            n: torch.randn(
+                ev.params[n].shape, generator=generator, device=ev.device, dtype=ev.params[n].dtype
+            )
+            for n in ev.names
+        }
         for _ in range(count)
     ]
     return {n: torch.stack([d[n] for d in per_draw]) for n in ev.names}
@@ -351,16 +375,29 @@ def _random_error(
     copies_per_pass: int,
     seed: int,
     batched: bool,
+    threshold: float | None = None,
+    tolerance: float = 0.0,
 ) -> float:
-    """Mean 0-1 error over ``draws`` noise draws w + sigma * unit * z (z re-drawn from ``seed``)."""
+    """Mean 0-1 error over ``draws`` noise draws w + sigma * unit * z (z re-drawn from ``seed``).
+
+    ``threshold``: once the errors counted so far alone put the mean above ``threshold + tolerance``
+    (the bisection's own test ``error - threshold > tolerance``), stop and return that partial mean, a
+    lower bound of the full mean that the bisection treats exactly as the full one ("too high"); the
+    noise of later draws does not depend on earlier passes.
+    One copy at a time (``batched=False``) checks after every draw, batched after every pass.
+    """
     generator = torch.Generator(device=ev.device).manual_seed(seed)
+    total = draws * ev.samples
+    chunk = copies_per_pass if batched else 1
     wrong = 0
-    for start in range(0, draws, copies_per_pass):
-        z = _standard_normal_draws(ev, min(copies_per_pass, draws - start), generator)
+    for start in range(0, draws, chunk):
+        z = _standard_normal_draws(ev, min(chunk, draws - start), generator)
         perturbed = {n: ev.params[n] + sigma * unit[n] * z[n] for n in ev.names}
         counts = ev.wrong_counts(perturbed) if batched else ev.wrong_counts_loop(perturbed)
         wrong += int(counts.sum())
-    return wrong / (draws * ev.samples)
+        if threshold is not None and wrong / total - threshold > tolerance:
+            break
+    return wrong / total
 
 
 def _worst_error(
@@ -371,9 +408,13 @@ def _worst_error(
     ascent_steps: int,
     ascent_lr: float,
     threshold: float,
+    tolerance: float,
     check_cancel: Callable[[], None],
 ) -> float:
-    """Largest 0-1 error seen by projected sign-gradient ascent inside |u| <= alpha * unit."""
+    """Largest 0-1 error seen by projected sign-gradient ascent inside |u| <= alpha * unit; the ascent
+    stops early once that error is above ``threshold + tolerance`` (the bisection then moves down
+    whatever later steps find; stopping at the threshold itself would accept an alpha whose full ascent
+    lands far above the tolerance band)."""
     radius = {n: alpha * unit[n] for n in ev.names}
     delta = {n: torch.zeros_like(ev.params[n]) for n in ev.names}
     worst = 0
@@ -381,7 +422,7 @@ def _worst_error(
         check_cancel()
         wrong, grads = ev.wrong_count_and_gradient(delta)
         worst = max(worst, wrong)
-        if worst / ev.samples >= threshold:
+        if worst / ev.samples - threshold > tolerance:
             return worst / ev.samples
         for n in ev.names:
             moved = delta[n] + ascent_lr * radius[n] * torch.nan_to_num(grads[n]).sign()
@@ -402,8 +443,9 @@ def _base(ev: _Evaluator, target_drop: float) -> tuple[float, float]:
     return base_error, base_error + target_drop
 
 
-def _result(scale: float, base_error: float, steps: int, parameters: dict[str, Any],
-            diagnostics: dict[str, Any]) -> SharpnessResult:
+def _result(
+    scale: float, base_error: float, steps: int, parameters: dict[str, Any], diagnostics: dict[str, Any]
+) -> SharpnessResult:
     return SharpnessResult(
         value=1.0 / scale,
         scale=scale,
@@ -435,8 +477,18 @@ def _random_sharpness(
     magnitude_aware: bool,
 ) -> SharpnessResult:
     copies_per_pass = draws if copies_per_pass is None else copies_per_pass
-    _check_inputs(x, y, draws=draws, steps=steps, target_drop=target_drop, tolerance=tolerance, upper=upper,
-                  seed=seed, batch_size=batch_size, copies_per_pass=copies_per_pass)
+    _check_inputs(
+        x,
+        y,
+        draws=draws,
+        steps=steps,
+        target_drop=target_drop,
+        tolerance=tolerance,
+        upper=upper,
+        seed=seed,
+        batch_size=batch_size,
+        copies_per_pass=copies_per_pass,
+    )
     check_cancel = _canceller(should_cancel)
     resolved = _resolve_device(device)
     ev = _Evaluator(model, x, y, kernels_only=kernels_only, batch_size=batch_size, device=resolved)
@@ -446,17 +498,43 @@ def _random_sharpness(
         batched = resolved.type == "cuda"
 
     def error_at(sigma: float) -> float:
-        return _random_error(ev, sigma, unit=unit, draws=draws, copies_per_pass=copies_per_pass, seed=seed,
-                             batched=batched)
+        return _random_error(
+            ev,
+            sigma,
+            unit=unit,
+            draws=draws,
+            copies_per_pass=copies_per_pass,
+            seed=seed,
+            batched=batched,
+            threshold=threshold,
+            tolerance=tolerance,
+        )
 
-    scale, taken, diagnostics = _bisect(error_at, threshold=threshold, steps=steps, tolerance=tolerance,
-                                        upper=upper, check_cancel=check_cancel, progress=progress)
+    scale, taken, diagnostics = _bisect(
+        error_at,
+        threshold=threshold,
+        steps=steps,
+        tolerance=tolerance,
+        upper=upper,
+        check_cancel=check_cancel,
+        progress=progress,
+    )
     parameters = {
         "measure": "random_sharpness_kernels" if kernels_only else "random_sharpness",
-        "kernels_only": kernels_only, "draws": draws, "steps": steps, "target_drop": target_drop,
-        "tolerance": tolerance, "upper": upper, "max_widenings": MAX_WIDENINGS, "seed": seed,
-        "samples": ev.samples, "batch_size": batch_size, "magnitude_eps": MAGNITUDE_EPS,
-        "copies_per_pass": copies_per_pass, "batched": batched, "device": str(resolved),
+        "kernels_only": kernels_only,
+        "draws": draws,
+        "steps": steps,
+        "target_drop": target_drop,
+        "tolerance": tolerance,
+        "upper": upper,
+        "max_widenings": MAX_WIDENINGS,
+        "seed": seed,
+        "samples": ev.samples,
+        "batch_size": batch_size,
+        "magnitude_eps": MAGNITUDE_EPS,
+        "copies_per_pass": copies_per_pass,
+        "batched": batched,
+        "device": str(resolved),
         "perturbed_tensors": len(ev.names),
     }
     if not magnitude_aware:
@@ -494,9 +572,23 @@ def random_sharpness(
     is true, ``MeasureError`` for bad inputs or a model whose accuracy is below ``target_drop``.
     """
     return _random_sharpness(
-        model, x, y, kernels_only=kernels_only, draws=draws, steps=steps, target_drop=target_drop,
-        tolerance=tolerance, upper=upper, seed=seed, batch_size=batch_size, device=device, progress=progress,
-        should_cancel=should_cancel, copies_per_pass=copies_per_pass, batched=batched, magnitude_aware=True,
+        model,
+        x,
+        y,
+        kernels_only=kernels_only,
+        draws=draws,
+        steps=steps,
+        target_drop=target_drop,
+        tolerance=tolerance,
+        upper=upper,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        should_cancel=should_cancel,
+        copies_per_pass=copies_per_pass,
+        batched=batched,
+        magnitude_aware=True,
     )
 
 
@@ -524,8 +616,18 @@ def worst_sharpness(
     sample; ``ascent_lr`` is the step as a fraction of the box half-width. ``seed`` is recorded, unused (the
     ascent is deterministic). Cancellation is checked between ascent steps.
     """
-    _check_inputs(x, y, steps=steps, target_drop=target_drop, tolerance=tolerance, upper=upper,
-                  ascent_steps=ascent_steps, ascent_lr=ascent_lr, seed=seed, batch_size=batch_size)
+    _check_inputs(
+        x,
+        y,
+        steps=steps,
+        target_drop=target_drop,
+        tolerance=tolerance,
+        upper=upper,
+        ascent_steps=ascent_steps,
+        ascent_lr=ascent_lr,
+        seed=seed,
+        batch_size=batch_size,
+    )
     check_cancel = _canceller(should_cancel)
     resolved = _resolve_device(device)
     ev = _Evaluator(model, x, y, kernels_only=kernels_only, batch_size=batch_size, device=resolved)
@@ -533,17 +635,42 @@ def worst_sharpness(
     unit = _unit_scales(ev, magnitude_aware=True)
 
     def error_at(alpha: float) -> float:
-        return _worst_error(ev, alpha, unit=unit, ascent_steps=ascent_steps, ascent_lr=ascent_lr,
-                            threshold=threshold, check_cancel=check_cancel)
+        return _worst_error(
+            ev,
+            alpha,
+            unit=unit,
+            ascent_steps=ascent_steps,
+            ascent_lr=ascent_lr,
+            threshold=threshold,
+            tolerance=tolerance,
+            check_cancel=check_cancel,
+        )
 
-    scale, taken, diagnostics = _bisect(error_at, threshold=threshold, steps=steps, tolerance=tolerance,
-                                        upper=upper, check_cancel=check_cancel, progress=progress)
+    scale, taken, diagnostics = _bisect(
+        error_at,
+        threshold=threshold,
+        steps=steps,
+        tolerance=tolerance,
+        upper=upper,
+        check_cancel=check_cancel,
+        progress=progress,
+    )
     parameters = {
         "measure": "worst_sharpness_kernels" if kernels_only else "worst_sharpness",
-        "kernels_only": kernels_only, "steps": steps, "target_drop": target_drop, "tolerance": tolerance,
-        "upper": upper, "max_widenings": MAX_WIDENINGS, "ascent_steps": ascent_steps, "ascent_lr": ascent_lr,
-        "seed": seed, "samples": ev.samples, "batch_size": batch_size, "magnitude_eps": MAGNITUDE_EPS,
-        "device": str(resolved), "perturbed_tensors": len(ev.names),
+        "kernels_only": kernels_only,
+        "steps": steps,
+        "target_drop": target_drop,
+        "tolerance": tolerance,
+        "upper": upper,
+        "max_widenings": MAX_WIDENINGS,
+        "ascent_steps": ascent_steps,
+        "ascent_lr": ascent_lr,
+        "seed": seed,
+        "samples": ev.samples,
+        "batch_size": batch_size,
+        "magnitude_eps": MAGNITUDE_EPS,
+        "device": str(resolved),
+        "perturbed_tensors": len(ev.names),
     }
     return _result(scale, base_error, taken, parameters, diagnostics)
 

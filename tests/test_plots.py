@@ -52,3 +52,15 @@ def test_write_plots(tmp_path: Path) -> None:
     assert [path.name for path in paths] == ["c3.png", "user_measure.png", "user_measure-2.png"]
     for path in paths:
         assert png_size(path.read_bytes()) == PANEL_SIZE_PX
+
+
+def test_plot_survives_scores_near_the_float_maximum() -> None:
+    """Finite scores near 1e308 made matplotlib's autoscaling overflow ("arange: cannot compute length");
+    such points are left out of the panel (and counted), the others are drawn."""
+    records = [
+        ModelRecord("huge", {}, {"c3": 1e308, "c4": -1e308}, 0.5),
+        ModelRecord("a", {}, {"c3": 1.0, "c4": -1e308}, 0.6),
+        ModelRecord("b", {}, {"c3": 2.0, "c4": 1e308}, 0.7),
+    ]
+    assert png_size(plot_measures(records, ["c3", "c4"])) == (800, 350)
+    assert png_size(plot_measures(records[:1], ["c3"])) == PANEL_SIZE_PX  # a lone point at 1e308

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,14 @@ def test_kendall_tau_hand_case_with_ties() -> None:
     assert kendall_tau([1, 2, 2, 3], [1, 1, 2, 3]) == pytest.approx(4 / 6)
     assert kendall_tau([3, 2, 1], [1, 2, 3]) == -1.0
     assert kendall_tau([1, 1, 1], [1, 2, 3]) == 0.0  # constant measure: 0 by the formula
+
+
+def test_kendall_tau_near_the_float_maximum_is_exact_and_silent() -> None:
+    """1e308 - (-1e308) overflows to inf: the sign is still right, and no RuntimeWarning leaks out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kendall_tau([1e308, -1e308, 0.0], [1.0, -1.0, 0.0]) == 1.0
+        assert kendall_tau([0.5, 0.3, 0.1], [1e308, -1e308, 3.0]) == pytest.approx(1 / 3)
 
 
 def test_kendall_tau_degenerate_and_invalid() -> None:

@@ -110,8 +110,10 @@ def test_error_under_a_given_perturbation_matches_the_closed_form() -> None:
     x, y = blobs(n_per_class=30, classes=3, dim=2, seed=3)
     model = nn.Linear(2, 3)
     generator = torch.Generator().manual_seed(5)
-    deltas = {"weight": 2.0 * torch.randn(4, 3, 2, generator=generator),
-              "bias": 3.0 * torch.randn(4, 3, generator=generator)}
+    deltas = {
+        "weight": 2.0 * torch.randn(4, 3, 2, generator=generator),
+        "bias": 3.0 * torch.randn(4, 3, generator=generator),
+    }
     expected = []
     for k in range(4):
         w = model.weight.detach() + deltas["weight"][k]
@@ -196,13 +198,28 @@ def test_magnitude_aware_measures_are_rescaling_invariant_plain_noise_is_not(mlp
     model, x, y = mlp_data
     rescaled = rescaled_mlp(model, 8.0)
     torch.testing.assert_close(rescaled(x), model(x), rtol=1e-4, atol=1e-4)
-    options = dict(kernels_only=False, draws=20, steps=12, target_drop=0.1, tolerance=0.01, upper=2.0,
-                   seed=0, batch_size=500, device="cpu", progress=None, should_cancel=None,
-                   copies_per_pass=None, batched=True)
-    aware = [sharpness._random_sharpness(m, x, y, magnitude_aware=True, **options).scale
-             for m in (model, rescaled)]
-    plain = [sharpness._random_sharpness(m, x, y, magnitude_aware=False, **options).scale
-             for m in (model, rescaled)]
+    options = dict(
+        kernels_only=False,
+        draws=20,
+        steps=12,
+        target_drop=0.1,
+        tolerance=0.01,
+        upper=2.0,
+        seed=0,
+        batch_size=500,
+        device="cpu",
+        progress=None,
+        should_cancel=None,
+        copies_per_pass=None,
+        batched=True,
+    )
+    aware = [
+        sharpness._random_sharpness(m, x, y, magnitude_aware=True, **options).scale for m in (model, rescaled)
+    ]
+    plain = [
+        sharpness._random_sharpness(m, x, y, magnitude_aware=False, **options).scale
+        for m in (model, rescaled)
+    ]
     assert aware[1] == pytest.approx(aware[0], rel=0.05)
     assert abs(math.log(plain[1] / plain[0])) > math.log(2.0)  # plain noise sees a different sharpness
     worst = [worst_sharpness(m, x, y, steps=12).scale for m in (model, rescaled)]
@@ -219,8 +236,9 @@ def test_kernels_measures_are_invariant_to_scaling_a_conv_before_batch_norm(conv
         scaled.bn.running_mean.mul_(5.0)  # keeps the eval-mode function too
         scaled.bn.running_var.mul_(25.0)
     torch.testing.assert_close(scaled(x), model(x), rtol=1e-3, atol=1e-3)
-    first, second = (random_sharpness_kernels(m, x, y, draws=10, steps=12, batch_size=24)
-                     for m in (model, scaled))
+    first, second = (
+        random_sharpness_kernels(m, x, y, draws=10, steps=12, batch_size=24) for m in (model, scaled)
+    )
     assert first.base_accuracy == second.base_accuracy
     assert second.scale == pytest.approx(first.scale, rel=0.05)
 
@@ -268,11 +286,13 @@ def test_batched_errors_equal_the_one_copy_loop(conv_data, kernels_only: bool, s
     # the logits themselves agree to float precision
     fixed = {n: t for n, t in ev.params.items() if n not in perturbed}
     with torch.no_grad():
-        stacked = torch.func.vmap(lambda p: torch.func.functional_call(
-            ev.module, ({**fixed, **p}, ev.buffers), (ev.x,)))(perturbed)
+        stacked = torch.func.vmap(
+            lambda p: torch.func.functional_call(ev.module, ({**fixed, **p}, ev.buffers), (ev.x,))
+        )(perturbed)
         for k in range(6):
             one = torch.func.functional_call(
-                ev.module, ({**fixed, **{n: t[k] for n, t in perturbed.items()}}, ev.buffers), (ev.x,))
+                ev.module, ({**fixed, **{n: t[k] for n, t in perturbed.items()}}, ev.buffers), (ev.x,)
+            )
             torch.testing.assert_close(stacked[k], one, rtol=1e-5, atol=1e-5)
 
 
@@ -303,8 +323,10 @@ def test_fixed_seed_is_deterministic_and_seeds_differ(conv_data) -> None:
     assert all(torch.equal(draws[0][n], draws[1][n]) for n in ev.names)
     assert not any(torch.equal(draws[0][n], draws[2][n]) for n in ev.names)
     unit = sharpness._unit_scales(ev, magnitude_aware=True)
-    errors = [sharpness._random_error(ev, 0.5, unit=unit, draws=8, copies_per_pass=8, seed=s, batched=True)
-              for s in (0, 1)]
+    errors = [
+        sharpness._random_error(ev, 0.5, unit=unit, draws=8, copies_per_pass=8, seed=s, batched=True)
+        for s in (0, 1)
+    ]
     assert errors[0] != errors[1]
 
 
@@ -391,16 +413,31 @@ def test_measure_names_match_the_registry() -> None:
 def test_result_records_its_parameters(mlp_data) -> None:
     model, x, y = mlp_data
     result = worst_sharpness(model, x, y, steps=4, ascent_steps=3, ascent_lr=0.5, seed=2)
-    assert {"steps": 4, "ascent_steps": 3, "ascent_lr": 0.5, "seed": 2, "samples": len(y),
-            "kernels_only": False, "target_drop": 0.1, "tolerance": 0.01, "upper": 0.25}.items() \
-        <= result.parameters.items()
+    assert {
+        "steps": 4,
+        "ascent_steps": 3,
+        "ascent_lr": 0.5,
+        "seed": 2,
+        "samples": len(y),
+        "kernels_only": False,
+        "target_drop": 0.1,
+        "tolerance": 0.01,
+        "upper": 0.25,
+    }.items() <= result.parameters.items()
     assert math.isfinite(result.value) and result.value > 0
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"draws": 0}, {"steps": -1}, {"upper": 0.0}, {"target_drop": 1.0}, {"tolerance": float("nan")},
-     {"steps": 2.5}, {"batch_size": 0}],
+    [
+        {"draws": 0},
+        {"steps": -1},
+        {"upper": 0.0},
+        {"target_drop": 1.0},
+        {"tolerance": float("nan")},
+        {"steps": 2.5},
+        {"batch_size": 0},
+    ],
 )
 def test_bad_parameters_are_measure_errors(mlp_data, kwargs) -> None:
     model, x, y = mlp_data
@@ -428,3 +465,90 @@ def test_class_balanced_indices() -> None:
     assert torch.equal(chosen, class_balanced_indices(labels, samples=30, seed=1))
     assert not torch.equal(chosen, class_balanced_indices(labels, samples=30, seed=2))
     assert torch.equal(class_balanced_indices(labels, samples=100), torch.arange(85))
+
+
+# ------------------------------------------------------------------------- review: early stopping
+
+
+def full_ascent_error(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    alpha: float,
+    kernels_only: bool,
+    ascent_steps: int = sharpness.DEFAULT_ASCENT_STEPS,
+    ascent_lr: float = sharpness.DEFAULT_ASCENT_LR,
+) -> float:
+    """Reference: the largest error over every step of the sign ascent, never stopping early."""
+    ev = evaluator(model, x, y, kernels_only=kernels_only)
+    radius = {n: alpha * (ev.params[n].abs() + MAGNITUDE_EPS) for n in ev.names}
+    delta = {n: torch.zeros_like(ev.params[n]) for n in ev.names}
+    worst = 0
+    for _ in range(ascent_steps):
+        wrong, grads = ev.wrong_count_and_gradient(delta)
+        worst = max(worst, wrong)
+        for n in ev.names:
+            delta[n] = torch.clamp(delta[n] + ascent_lr * radius[n] * grads[n].sign(), -radius[n], radius[n])
+    worst = max(worst, int(ev.wrong_count({n: ev.params[n] + delta[n] for n in ev.names})))
+    return worst / ev.samples
+
+
+def test_worst_case_error_at_the_returned_alpha_is_that_of_the_full_ascent(mlp_data) -> None:
+    """The ascent may stop early only once the error is above the tolerance band: stopping as soon as it
+    reached the threshold accepted alpha = 0.219 here, where the full ascent costs 0.15 (target 0.1)."""
+    model, x, y = mlp_data
+    result = worst_sharpness_kernels(model, x, y, steps=10)
+    threshold = 1 - result.base_accuracy + 0.1
+    full = full_ascent_error(model, x, y, result.scale, kernels_only=True)
+    assert result.diagnostics["converged"]
+    assert full == pytest.approx(result.diagnostics["error"])
+    assert abs(full - threshold) <= 0.01
+
+
+def test_random_draws_stop_early_once_the_error_is_certainly_too_high(conv_data, monkeypatch) -> None:
+    """Same scale and steps as evaluating every draw at every step, with fewer forward passes."""
+    model, x, y = conv_data
+    options = dict(draws=10, steps=8, batch_size=24, seed=3)
+    ev = evaluator(model, x, y, batch_size=24)
+    base_error, threshold = sharpness._base(ev, 0.1)
+    unit = sharpness._unit_scales(ev, magnitude_aware=True)
+    reference = sharpness._bisect(
+        lambda s: sharpness._random_error(
+            ev, s, unit=unit, draws=10, copies_per_pass=10, seed=3, batched=False
+        ),
+        threshold=threshold,
+        steps=8,
+        tolerance=0.01,
+        upper=2.0,
+        check_cancel=lambda: None,
+        progress=None,
+    )
+    calls = []
+    original = sharpness._Evaluator.wrong_count
+    monkeypatch.setattr(
+        sharpness._Evaluator, "wrong_count", lambda self, p: calls.append(1) or original(self, p)
+    )
+    result = random_sharpness(model, x, y, **options)
+    assert (result.scale, result.steps) == reference[:2]
+    assert result.diagnostics == reference[2]
+    evaluations = result.diagnostics["evaluations"]
+    assert len(calls) < 1 + 10 * evaluations  # base + every draw of every evaluation, without early stops
+    batched = random_sharpness(model, x, y, batched=True, copies_per_pass=2, **options)
+    assert (batched.scale, batched.steps, batched.diagnostics) == (
+        result.scale,
+        result.steps,
+        result.diagnostics,
+    )
+
+
+def test_batch_statistics_mode_with_a_one_sample_batch_is_a_measure_error() -> None:
+    model = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    for measure in (random_sharpness_kernels, worst_sharpness_kernels):
+        with pytest.raises(MeasureError, match="at least 2 samples per evaluated batch"):
+            measure(model, x, y, batch_size=1, steps=2)
+        with pytest.raises(MeasureError, match="at least 2 samples per evaluated batch"):
+            measure(model, x[:1], y[:1], steps=2)
+    assert random_sharpness_kernels(model, x, y, batch_size=4, steps=2, draws=2).value > 0  # batches 3 + 2
+    assert random_sharpness(model, x, y, batch_size=1, steps=2, draws=2).value > 0  # eval mode: fine
