@@ -40,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except GScoreError as exc:
-        print(f"gscore: error: {exc.title}: {exc.detail}", file=sys.stderr)
+        # details that already say what their title says ("checkpoint does not match the architecture: ...")
+        redundant = exc.detail.lower().startswith(exc.title.lower())
+        print(f"gscore: error: {exc.detail if redundant else f'{exc.title}: {exc.detail}'}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gscore: interrupted", file=sys.stderr)

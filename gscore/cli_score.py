@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from gscore.errors import SpecError
+from gscore.errors import GScoreError, SpecError
 
 
 def parse_json_or_file(text: str, what: str) -> Any:
@@ -83,8 +84,29 @@ def format_scores_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_dump_target(path: Path, measures: list[str] | None) -> None:
+    """Refuse a --dump-activations target before any work is done: no activation measure among
+    ``measures`` (None: the default set, which always has one), or no writable directory to write to."""
+    from gscore.measure_registry import CLUSTERING_MEASURES
+
+    if measures is not None and not any(m in CLUSTERING_MEASURES for m in measures):
+        raise SpecError("--dump-activations needs an activation measure (c1-c4)", field="dump-activations")
+    directory = path.parent
+    if path.is_dir():
+        raise SpecError(
+            f"--dump-activations: {path} is a directory; give a file name", field="dump-activations"
+        )
+    if not directory.is_dir():
+        raise SpecError(f"--dump-activations: no such directory {directory}", field="dump-activations")
+    if not os.access(directory, os.W_OK):
+        raise SpecError(
+            f"--dump-activations: directory {directory} is not writable", field="dump-activations"
+        )
+
+
 def dump_activations(outcome: Any, path: Path) -> None:
-    """Write pre [N,M] float32, layer_of [M], layer_names, y and (when present) sub to an .npz."""
+    """Write pre [N,M] float32, layer_of [M], layer_names, y and (when present) sub as an .npz to exactly
+    ``path`` (no suffix added), atomically."""
     import numpy as np
 
     acts = outcome.activations
@@ -98,18 +120,29 @@ def dump_activations(outcome: Any, path: Path) -> None:
     }
     if outcome.sub is not None:
         arrays["sub"] = outcome.sub.cpu().numpy()
-    np.savez(path, **arrays)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GScoreError(f"could not write the activations to {path}: {exc.strerror or exc}") from None
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from gscore.pipeline import ScoreRequest, run
 
+    measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
+    dump = Path(args.dump_activations) if args.dump_activations else None
+    if dump is not None:
+        check_dump_target(dump, measures)
     request = ScoreRequest(
         checkpoint=Path(args.checkpoint),
         arch=parse_json_or_file(args.arch, "arch"),
         dataset=args.dataset,
         split=args.split,
-        measures=[m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None,
+        measures=measures,
         params=parse_param_overrides(args.param),
         samples_per_class=args.samples_per_class,
         seed=args.seed,
@@ -118,12 +151,13 @@ def cmd_score(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
     )
     outcome = run(request, progress=_progress_printer(not args.no_progress))
-    if args.dump_activations:
-        dump_activations(outcome, Path(args.dump_activations))
+    # scores first: a failed dump (disk full) must not lose them
     if args.json:
-        print(json.dumps(outcome.result, indent=2))
+        print(json.dumps(outcome.result, indent=2), flush=True)
     else:
-        print(format_scores_table(outcome.result))
+        print(format_scores_table(outcome.result), flush=True)
+    if dump is not None:
+        dump_activations(outcome, dump)
     return 0
 
 

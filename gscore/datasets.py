@@ -416,7 +416,15 @@ def _presence_checked_cifar(torchvision_class: str) -> type:
     )
 
 
-def _load_cifar(name: str, split: str, data_dir: Path) -> ProbeSet:
+def check_installed(name: str, data_dir: Path | None = None) -> None:
+    """Raise the DatasetError :func:`load_probe_set` would raise for a built-in dataset whose files are
+    missing (naming each expected file and the archive to extract); digits and other names pass."""
+    builtin_name = name.strip().lower()
+    if builtin_name in _CIFAR_VARIANTS:
+        _require_cifar_files(builtin_name, _datasets_dir(data_dir))
+
+
+def _require_cifar_files(name: str, data_dir: Path) -> None:
     variant = _CIFAR_VARIANTS[name]
     missing = _missing_cifar_files(variant, data_dir)
     if missing:
@@ -425,6 +433,11 @@ def _load_cifar(name: str, split: str, data_dir: Path) -> ProbeSet:
             f"download {variant.archive} from {_CIFAR_URL} and extract it into {data_dir} "
             f"(it creates {variant.folder}/), or set GSCORE_DATASETS_DIR to where it is extracted"
         )
+
+
+def _load_cifar(name: str, split: str, data_dir: Path) -> ProbeSet:
+    variant = _CIFAR_VARIANTS[name]
+    _require_cifar_files(name, data_dir)
     loader = _presence_checked_cifar(variant.torchvision_class)
     try:
         dataset = loader(root=str(data_dir), train=split == "train", download=False)

@@ -13,6 +13,8 @@ from typing import Any, TextIO
 
 import torch
 
+from gscore.errors import GScoreError, SpecError
+
 DEMO_ARCH: dict[str, Any] = {"family": "cnn", "in_channels": 1, "width": 16, "depth": 3, "num_classes": 5}
 
 
@@ -23,7 +25,12 @@ def train_demo_model(out_dir: Path, epochs: int = 40, seed: int = 0) -> tuple[Pa
     from gscore.training import accuracy, train_classifier
     from models import build_model
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if epochs < 1:
+        raise SpecError(f"epochs must be a positive integer (got {epochs})", field="epochs")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GScoreError(f"cannot create the output directory {out_dir}: {exc.strerror or exc}") from None
     train, test = load_probe_set("digits", "train"), load_probe_set("digits", "test")
     x_train, x_test = torch.cat(list(train.batches(len(train)))), torch.cat(list(test.batches(len(test))))
     torch.manual_seed(seed)

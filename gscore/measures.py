@@ -21,8 +21,9 @@ Conventions (from docs/measures.md unless marked "choice"):
   0, and so does a sample whose a and b are both 0 (sklearn's 0/0 -> nan -> 0). Choice: a and b both
   below 1e-12 count as both 0 (they are float rounding of identical directions).
 - c4 Sigma_l(E): population std over the |E|(|E|-1)/2 unordered pairs of distinct samples. Choice: a
-  variance below 1e-12 times the mean squared cosine similarity is the rounding floor of the moment
-  formula and counts as 0 (e.g. a 2-sample class has exactly one pair, hence Sigma = 0).
+  variance below 1e-12 times ||U^T U||_F^2 / pairs (the mean squared similarity with the self-pair terms
+  the moment formula cancels, whose rounding it carries) counts as 0 (e.g. a 2-sample class has exactly
+  one pair, hence Sigma = 0, also when the pair's similarity is small).
 
 Inputs that make a measure undefined raise ``MeasureError`` (choices, following scikit-learn and the
 definitions): k < 1; shape, dtype or length mismatches; NaN/inf in ``pre``; c1/c2: ``sub`` not nested
@@ -61,7 +62,7 @@ __all__ = ["layer_silhouette", "layer_variance", "neuron_variance", "subclass_se
 
 # float64 elements per temporary in the column-blocked passes of c1 and c3 (32 MiB).
 _BLOCK_ELEMENTS = 1 << 22
-# c4: a pair-distance variance at most this fraction of the mean squared similarity is rounding noise.
+# c4: a pair-distance variance at most this fraction of ||U^T U||_F^2 / pairs is rounding noise.
 _RELATIVE_VARIANCE_FLOOR = 1e-12
 # c2: mean distances a, b both at most this are float rounding of 0 (silhouette 0/0 -> 0).
 _DISTANCE_FLOOR = 1e-12
@@ -301,8 +302,9 @@ def _check_pre(pre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def _check_labels(labels: Tensor, n: int, device: torch.device, name: str) -> Tensor:
     labels = torch.as_tensor(labels)
     if labels.ndim != 1 or labels.shape[0] != n:
-        raise MeasureError(f"{name} must be a 1-D tensor of {n} labels (one per row of pre), "
-                           f"got shape {tuple(labels.shape)}")
+        raise MeasureError(
+            f"{name} must be a 1-D tensor of {n} labels (one per row of pre), got shape {tuple(labels.shape)}"
+        )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise MeasureError(f"{name} must hold integer labels, got {labels.dtype}")
     return labels.to(device=device, dtype=torch.int64)
@@ -385,8 +387,10 @@ def _layer_columns(layer_of: Tensor, m: int, device: torch.device) -> list[Colum
     """Columns of each layer (ascending layer index): a slice when contiguous, else an index tensor."""
     layer_of = torch.as_tensor(layer_of)
     if layer_of.ndim != 1 or layer_of.shape[0] != m:
-        raise MeasureError(f"layer_of must be a 1-D tensor of {m} layer indices (one per column of pre), "
-                           f"got shape {tuple(layer_of.shape)}")
+        raise MeasureError(
+            f"layer_of must be a 1-D tensor of {m} layer indices (one per column of pre), "
+            f"got shape {tuple(layer_of.shape)}"
+        )
     if layer_of.is_floating_point() or layer_of.is_complex() or layer_of.dtype == torch.bool:
         raise MeasureError(f"layer_of must hold integer layer indices, got {layer_of.dtype}")
     layer_of = layer_of.detach().to("cpu", torch.int64)
@@ -607,5 +611,7 @@ def _pair_std(sum_sq: Tensor, gram_sq: Tensor, nonzero: Tensor, count: Tensor) -
     mean = (sum_sq - nonzero) / pairs
     mean_square = (gram_sq - nonzero) / pairs
     var = mean_square - mean * mean
-    var = torch.where(var > _RELATIVE_VARIANCE_FLOOR * mean_square, var, 0.0)
+    # The rounding of mean_square - mean^2 scales with gram_sq / pairs (the self terms cancelled above
+    # included), which can dwarf mean_square when the similarities are small.
+    var = torch.where(var > _RELATIVE_VARIANCE_FLOOR * gram_sq / pairs, var, 0.0)
     return var.sqrt()

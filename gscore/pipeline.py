@@ -80,12 +80,12 @@ def _dataset_has_hierarchy(request: ScoreRequest) -> bool:
     from gscore import datasets
 
     name = request.dataset
-    if name in datasets.BUILTIN_DATASET_NAMES:
-        info = next(d for d in datasets.builtin_datasets(_data_dir(request)) if d["name"] == name)
-        if not info["installed"]:
-            raise DatasetError(f"dataset {name!r} is not installed on this machine: {info['where']}")
+    builtin_name = name.strip().lower()  # as datasets.load_probe_set reads names
+    if builtin_name in datasets.BUILTIN_DATASET_NAMES:
+        datasets.check_installed(builtin_name, _data_dir(request))
+        info = next(d for d in datasets.builtin_datasets(_data_dir(request)) if d["name"] == builtin_name)
         return bool(info["hierarchy"])
-    if not name.endswith(".npz"):
+    if not name.lower().endswith(".npz"):
         raise DatasetError(
             f"unknown dataset {name!r}: use one of {', '.join(datasets.BUILTIN_DATASET_NAMES)} "
             "or a path to an .npz file"
@@ -177,15 +177,19 @@ def validate_request(request: ScoreRequest) -> None:
     from models import parse_arch_spec
 
     parse_arch_spec(request.arch)
+    _check_options(request)
+    has_hierarchy = _dataset_has_hierarchy(request)
+    measures, _ = resolve_measures(request, has_hierarchy)
+    measure_parameters(request, measures)
+
+
+def _check_options(request: ScoreRequest) -> None:
     if request.split not in SPLITS:
         raise SpecError(f"split must be one of {', '.join(SPLITS)} (got {request.split!r})", field="split")
     if request.samples_per_class is not None and request.samples_per_class < 1:
         raise SpecError("samples_per_class must be a positive integer", field="samples_per_class")
     if request.batch_size < 1:
         raise SpecError("batch_size must be a positive integer", field="batch_size")
-    has_hierarchy = _dataset_has_hierarchy(request)
-    measures, _ = resolve_measures(request, has_hierarchy)
-    measure_parameters(request, measures)
 
 
 def _check_cancel(should_cancel: CancelCheck | None) -> None:
@@ -207,6 +211,46 @@ def load_model(request: ScoreRequest, default_normalization: Any) -> nn.Module:
     return model.eval()
 
 
+def check_model_fits(model: nn.Module, arch: Any, probe: Any, device: torch.device) -> None:
+    """One forward pass on the first probe samples: the model must take the dataset's images and have
+    at least one output per class of ``y`` (the labels it was trained on); else a SpecError."""
+    from models import parse_arch_spec
+
+    spec = parse_arch_spec(arch)
+    shape = list(probe.x.shape[1:])
+    where = f"dataset {probe.name!r} has images of shape {shape} ([C, H, W])"
+    channels = getattr(spec, "in_channels", None)
+    if channels is not None and channels != shape[0]:
+        field_name = "arch.in_channels" if "in_channels" in type(spec).model_fields else "arch"
+        raise SpecError(
+            f"the model takes {channels} input channel(s) but {where}; "
+            "check the arch spec and the dataset the checkpoint was trained on",
+            field=field_name,
+        )
+    try:
+        with torch.inference_mode():
+            logits = model(next(probe.batches(2)).to(device))
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(
+            f"the model cannot run on these inputs: {where} ({reason}); "
+            "check the arch spec and the dataset the checkpoint was trained on",
+            field="arch",
+        ) from None
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise SpecError(f"the model must return logits [B, num_classes], got {got}", field="arch")
+    if logits.shape[1] < probe.num_classes:
+        raise SpecError(
+            f"the model has {logits.shape[1]} outputs (arch.num_classes) but dataset {probe.name!r} has "
+            f"{probe.num_classes} classes (labels 0..{probe.num_classes - 1}); score a checkpoint on the "
+            "labels it was trained on",
+            field="arch.num_classes",
+        )
+
+
 def run(
     request: ScoreRequest,
     progress: ProgressCallback | None = None,
@@ -218,6 +262,7 @@ def run(
     report = progress or (lambda stage, done, total: None)
     timings: dict[str, float] = {}
     device = resolve_device(request.device)
+    _check_options(request)
     has_hierarchy = _dataset_has_hierarchy(request)
     measures, notes = resolve_measures(request, has_hierarchy)
     params = measure_parameters(request, measures)
@@ -230,6 +275,7 @@ def run(
     if request.samples_per_class is not None:
         probe = datasets.balanced_subset(probe, request.samples_per_class, seed=request.seed)
     model = load_model(request, probe.default_normalization).to(device)
+    check_model_fits(model, request.arch, probe, device)
     report("load", 1, 1)
     timings["load"] = time.perf_counter() - started
     _check_cancel(should_cancel)

@@ -33,7 +33,8 @@ def _single_thread() -> Iterator[None]:
 # Random data with every awkward case the conventions talk about
 # ----------------------------------------------------------------------------------------------------
 
-SUPERCLASS_OF = {10: 7, 11: 7, 12: 7, 20: 3, 21: 3, 30: 11, 31: 11, 32: 11, 33: 11}  # label values, not 0..K-1
+# label values, not 0..K-1
+SUPERCLASS_OF = {10: 7, 11: 7, 12: 7, 20: 3, 21: 3, 30: 11, 31: 11, 32: 11, 33: 11}
 WIDTHS = [3, 12, 45, 7, 60, 20, 5]  # c4 p: 0, 17, 71 (34 live), dropped (all dead), 75, 50, 0
 
 
@@ -97,14 +98,16 @@ def case(request: pytest.FixtureRequest) -> tuple[Tensor, Tensor, Tensor, Tensor
 def test_c1_matches_reference(case: tuple[Tensor, ...], k: int) -> None:
     pre, _, y, sub = case
     assert measures.subclass_selectivity(pre, y, sub, k=k) == pytest.approx(
-        reference_c1(pre, y, sub, k), abs=TOL)
+        reference_c1(pre, y, sub, k), abs=TOL
+    )
 
 
 @pytest.mark.parametrize("k", [1, 3, 10])  # 10 > 7 layers: all
 def test_c2_matches_reference(case: tuple[Tensor, ...], k: int) -> None:
     pre, layer_of, y, sub = case
     assert measures.layer_silhouette(pre, layer_of, y, sub, k=k) == pytest.approx(
-        reference_c2(pre, layer_of, y, sub, k), abs=TOL)
+        reference_c2(pre, layer_of, y, sub, k), abs=TOL
+    )
 
 
 @pytest.mark.parametrize("k", [1, 3, 30])
@@ -121,7 +124,8 @@ def test_c4_matches_reference(case: tuple[Tensor, ...], k: int, fine: bool) -> N
     pre, layer_of, y, sub = case
     labels = fine_labels(sub) if fine else y
     assert measures.layer_variance(pre, layer_of, labels, k=k) == pytest.approx(
-        reference_c4(pre, layer_of, labels, k), abs=TOL)
+        reference_c4(pre, layer_of, labels, k), abs=TOL
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -143,12 +147,15 @@ def test_invariant_to_sample_order_and_label_values() -> None:
     perm = torch.randperm(pre.shape[0], generator=torch.Generator().manual_seed(0))
     pre2, y2, sub2 = pre[perm].double(), (100 - y[perm]), (sub[perm] * 3 + 1)
     assert measures.subclass_selectivity(pre2, y2, sub2) == pytest.approx(
-        measures.subclass_selectivity(pre, y, sub), abs=1e-12)
+        measures.subclass_selectivity(pre, y, sub), abs=1e-12
+    )
     assert measures.layer_silhouette(pre2, layer_of, y2, sub2) == pytest.approx(
-        measures.layer_silhouette(pre, layer_of, y, sub), abs=1e-12)
+        measures.layer_silhouette(pre, layer_of, y, sub), abs=1e-12
+    )
     assert measures.neuron_variance(pre2, y2) == pytest.approx(measures.neuron_variance(pre, y), abs=1e-12)
     assert measures.layer_variance(pre2, layer_of, y2) == pytest.approx(
-        measures.layer_variance(pre, layer_of, y), abs=1e-12)
+        measures.layer_variance(pre, layer_of, y), abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("k", [1, 10])
@@ -158,7 +165,8 @@ def test_c4_device_generic_route_matches_reference(monkeypatch: pytest.MonkeyPat
     pre, layer_of, y, sub = random_case(6)
     for labels in (y, fine_labels(sub)):
         assert measures.layer_variance(pre, layer_of, labels, k=k) == pytest.approx(
-            reference_c4(pre, layer_of, labels, k), abs=TOL)
+            reference_c4(pre, layer_of, labels, k), abs=TOL
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -212,8 +220,9 @@ def test_c1_by_hand() -> None:
     #   sel(0) = -1.5 / 0.5 = -3, sel(1) = 3.
     # k = 1: sub 0 -> max(-2, 0, 0, -3) = 0, sub 1 -> 3; median (even count: mean of the two) = 1.5.
     # k = 2: sub 0 -> (0 + 0) / 2 = 0, sub 1 -> (3 + 2) / 2 = 2.5; median = 1.25.
-    pre = torch.tensor([[1.0, -1.0, 5.0, -2.0], [3.0, -1.0, 5.0, -2.0], [4.0, -2.0, 5.0, 0.0],
-                        [4.0, -5.0, 5.0, -1.0]])
+    pre = torch.tensor(
+        [[1.0, -1.0, 5.0, -2.0], [3.0, -1.0, 5.0, -2.0], [4.0, -2.0, 5.0, 0.0], [4.0, -5.0, 5.0, -1.0]]
+    )
     y, sub = torch.tensor([0, 0, 0, 0]), torch.tensor([0, 0, 1, 1])
     assert measures.subclass_selectivity(pre, y, sub, k=1) == pytest.approx(1.5, abs=1e-12)
     assert measures.subclass_selectivity(pre, y, sub, k=2) == pytest.approx(1.25, abs=1e-12)
@@ -254,9 +263,11 @@ def test_c2_by_hand() -> None:
     layer_of = torch.tensor([0, 1, 0])
     y, sub = torch.tensor([5, 5, 5, 5]), torch.tensor([0, 0, 1, 1])
     assert measures.layer_silhouette(pre, layer_of, y, sub, k=1) == pytest.approx(
-        0.5 + 1 / (4 * math.sqrt(2)), abs=1e-12)
+        0.5 + 1 / (4 * math.sqrt(2)), abs=1e-12
+    )
     assert measures.layer_silhouette(pre, layer_of, y, sub, k=2) == pytest.approx(
-        0.125 + 1 / (8 * math.sqrt(2)), abs=1e-12)
+        0.125 + 1 / (8 * math.sqrt(2)), abs=1e-12
+    )
 
 
 def test_c3_by_hand() -> None:
@@ -283,14 +294,16 @@ def test_c4_by_hand() -> None:
     # Class 1 pairs: d(s4,s5) = 1, d(s4,s6) = 0, d(s5,s6) = 1 -> std = sqrt(2)/3.
     # All 15 pairs: nine 1s, four d, two 0s -> var = (9 + 4 d^2)/15 - ((9 + 4 d)/15)^2.
     # One kept layer: c4 = mean(1/3, sqrt(2)/3) / Sigma_D = (1 + sqrt(2)) / (6 Sigma_D).
-    pre = torch.tensor([
-        [0.0, 0.0, -1.0, -1.0, -2.0],
-        [1.0, 0.0, -2.0, -1.0, -2.0],
-        [1.0, 1.0, -3.0, -1.0, -2.0],
-        [0.0, 1.0, -1.0, -1.0, -2.0],
-        [1.0, 0.0, -2.0, -1.0, -2.0],
-        [0.0, 1.0, -3.0, -1.0, -2.0],
-    ])
+    pre = torch.tensor(
+        [
+            [0.0, 0.0, -1.0, -1.0, -2.0],
+            [1.0, 0.0, -2.0, -1.0, -2.0],
+            [1.0, 1.0, -3.0, -1.0, -2.0],
+            [0.0, 1.0, -1.0, -1.0, -2.0],
+            [1.0, 0.0, -2.0, -1.0, -2.0],
+            [0.0, 1.0, -3.0, -1.0, -2.0],
+        ]
+    )
     layer_of, y = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 0, 0, 1, 1, 1])
     d = 1 - 1 / math.sqrt(2)
     sigma_all = math.sqrt((9 + 4 * d * d) / 15 - ((9 + 4 * d) / 15) ** 2)
@@ -303,7 +316,15 @@ def test_c4_percentile_level() -> None:
     # max(0, min(75, round(100 - 1000 / C))): 100 - 1000/12 = 16.67 -> 17; 100 - 1000/16 = 37.5 -> 38;
     # 100 - 1000/34 = 70.59 -> 71; 100 - 1000/39 = 74.36 -> 74; C >= 40 -> 75; C <= 10 -> 0.
     assert [measures._percentile_level(c) for c in (1, 10, 12, 16, 34, 39, 40, 500)] == [
-        0, 0, 17, 38, 71, 74, 75, 75]
+        0,
+        0,
+        17,
+        38,
+        71,
+        74,
+        75,
+        75,
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -318,7 +339,8 @@ SUB = torch.tensor([0, 0, 1, 2, 3, 3])
 ALL: dict[str, Callable[..., float]] = {
     "c1": lambda pre=PRE, layer_of=LAYER_OF, y=Y, sub=SUB, k=1: measures.subclass_selectivity(pre, y, sub, k),
     "c2": lambda pre=PRE, layer_of=LAYER_OF, y=Y, sub=SUB, k=1: measures.layer_silhouette(
-        pre, layer_of, y, sub, k),
+        pre, layer_of, y, sub, k
+    ),
     "c3": lambda pre=PRE, layer_of=LAYER_OF, y=Y, sub=SUB, k=1: measures.neuron_variance(pre, y, k),
     "c4": lambda pre=PRE, layer_of=LAYER_OF, y=Y, sub=SUB, k=1: measures.layer_variance(pre, layer_of, y, k),
 }
@@ -397,3 +419,15 @@ def test_c4_class_with_one_sample_raises() -> None:
 def test_c4_all_dead_raises() -> None:
     with pytest.raises(MeasureError, match="dead"):
         ALL["c4"](pre=-PRE.abs() - 1)
+
+
+def test_c4_two_sample_classes_give_exactly_zero() -> None:
+    # Each class has one pair, so Sigma(C_i) = 0 exactly and c4 = 0 (the reference says so too). The
+    # moment formula cancels the self-pair terms (about 1 per sample) against similarities that are
+    # much smaller here, so its rounding must be judged against the former, not the latter.
+    rng = np.random.default_rng(3)
+    pre = rng.standard_normal((20, 64))
+    layer_of, y = np.zeros(64, dtype=np.int64), np.repeat(np.arange(10), 2)
+    assert reference_c4(pre, layer_of, y, 5) == 0.0
+    as_tensors = (torch.from_numpy(pre), torch.from_numpy(layer_of), torch.from_numpy(y))
+    assert measures.layer_variance(*as_tensors, k=5) == 0.0

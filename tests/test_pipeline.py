@@ -172,6 +172,7 @@ def test_unsafe_or_mismatched_checkpoint(tmp_path, capsys):
     save_safetensors(build_model({**CNN, "width": 4}), other)
     code, _, err = score_cli(capsys, other)
     assert code == 2 and "shape" in err
+    assert err.lower().count("does not match the architecture") == 1  # title not repeated by the detail
 
     pickled = tmp_path / "module.pt"
     torch.save(build_model(CNN), pickled)  # a whole pickled module: must be refused
@@ -279,3 +280,79 @@ def test_sharpness_parameters_are_validated(cnn_checkpoint):
             )
         )
     assert info.value.field == "params.random_sharpness.upper"
+
+
+def _error_without_traceback(capsys, checkpoint, dataset, *options, arch=CNN) -> str:
+    argv = ["score", str(checkpoint), "--arch", json.dumps(arch), "--dataset", dataset, "--no-progress"]
+    code, out, err = run_cli([*argv, *options], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    return err
+
+
+def test_non_positive_batch_size_is_a_clear_error(cnn_checkpoint, capsys):
+    err = _error_without_traceback(capsys, cnn_checkpoint, "digits", "--batch-size", "0")
+    assert "batch_size must be a positive integer" in err
+
+
+def test_model_that_cannot_take_the_dataset_inputs_is_a_clear_error(tmp_path, capsys):
+    torch.manual_seed(0)
+    rgb = {**CNN, "in_channels": 3}
+    ckpt = tmp_path / "rgb.safetensors"
+    save_safetensors(build_model(rgb), ckpt)
+    err = _error_without_traceback(capsys, ckpt, "digits", arch=rgb)
+    assert "3 input channel(s)" in err and "[1, 8, 8]" in err
+
+    mlp = {"family": "mlp", "in_features": 48, "hidden": [8], "num_classes": 5}
+    ckpt = tmp_path / "mlp.safetensors"
+    save_safetensors(build_model(mlp), ckpt)
+    err = _error_without_traceback(capsys, ckpt, "digits", arch=mlp)
+    assert "cannot run on" in err and "[1, 8, 8]" in err
+
+
+def test_model_with_fewer_outputs_than_dataset_classes_is_a_clear_error(tmp_path, capsys):
+    torch.manual_seed(0)
+    three = {**CNN, "num_classes": 3}
+    ckpt = tmp_path / "three.safetensors"
+    save_safetensors(build_model(three), ckpt)
+    err = _error_without_traceback(capsys, ckpt, "digits", arch=three)
+    assert "3 outputs" in err and "5 classes" in err
+
+
+def test_dump_activations_problems_are_caught_before_scoring(cnn_checkpoint, tmp_path, capsys, monkeypatch):
+    import gscore.pipeline
+
+    calls: list[object] = []
+    monkeypatch.setattr(gscore.pipeline, "run", lambda *args, **kwargs: calls.append(args))
+    missing_dir = str(tmp_path / "no" / "acts.npz")
+    err = _error_without_traceback(capsys, cnn_checkpoint, "digits", "--dump-activations", missing_dir)
+    assert "no such directory" in err
+    sharpness_only = ["--measures", "random_sharpness", "--dump-activations", str(tmp_path / "a.npz")]
+    err = _error_without_traceback(capsys, cnn_checkpoint, "digits", *sharpness_only)
+    assert "c1-c4" in err
+    assert calls == []  # refused before scoring: no computed scores are thrown away
+
+
+def test_dump_activations_writes_exactly_the_given_path(cnn_checkpoint, tmp_path, capsys):
+    target = tmp_path / "acts.bin"
+    code, out, _ = score_cli(
+        capsys, cnn_checkpoint, "digits", "--measures", "c3", "--dump-activations", str(target)
+    )
+    assert code == 0 and "c3" in out
+    assert sorted(np.load(target).files) == ["layer_names", "layer_of", "pre", "sub", "y"]
+    assert not (tmp_path / "acts.bin.npz").exists()
+
+
+def test_missing_cifar_names_the_expected_files(cnn_checkpoint, tmp_path, capsys):
+    err = _error_without_traceback(capsys, cnn_checkpoint, "cifar10", "--data-dir", str(tmp_path))
+    assert str(tmp_path / "cifar-10-batches-py" / "data_batch_1") in err
+    assert "cifar-10-python.tar.gz" in err and "{" not in err
+
+
+def test_demo_bad_output_directory_or_epochs_is_a_clear_error(tmp_path, capsys):
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a directory")
+    code, out, err = run_cli(["demo", "--out", str(a_file)], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err and str(a_file) in err
+    code, out, err = run_cli(["demo", "--out", str(tmp_path / "d"), "--epochs", "0"], capsys)
+    assert code == 2 and out == "" and "epochs must be a positive integer" in err
+    assert not (tmp_path / "d").exists()
