@@ -13,10 +13,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
+
+
+def _segment(value: str) -> str:
+    """``value`` as one URL path segment (a collection may be named ``sweep #1`` or ``50%``)."""
+    return quote(value, safe="")
 
 
 class ServiceError(Exception):
@@ -108,7 +114,7 @@ class Client:
             )
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/v1/jobs/{job_id}")
+        return self._request("GET", f"/v1/jobs/{_segment(job_id)}")
 
     def wait(
         self,
@@ -130,7 +136,7 @@ class Client:
             time.sleep(poll)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._request("DELETE", f"/v1/jobs/{job_id}")
+        return self._request("DELETE", f"/v1/jobs/{_segment(job_id)}")
 
     def jobs(
         self,
@@ -158,7 +164,7 @@ class Client:
         return self._request("GET", "/v1/collections")["collections"]
 
     def collection(self, name: str) -> dict[str, Any]:
-        return self._request("GET", f"/v1/collections/{name}")
+        return self._request("GET", f"/v1/collections/{_segment(name)}")
 
     def ranking(
         self, name: str, target: str = "test_accuracy", measures: list[str] | None = None
@@ -167,14 +173,14 @@ class Client:
         params: dict[str, Any] = {"target": target}
         if measures:
             params["measures"] = ",".join(measures)
-        return self._request("GET", f"/v1/collections/{name}/ranking", params=params)
+        return self._request("GET", f"/v1/collections/{_segment(name)}/ranking", params=params)
 
     def plot(self, name: str, measures: list[str] | None = None, target: str = "test_accuracy") -> bytes:
         """A PNG of each measure against the target, one point per model (the paper's Figure 3)."""
         params: dict[str, Any] = {"target": target}
         if measures:
             params["measure"] = ",".join(measures)
-        return self._request("GET", f"/v1/collections/{name}/plot.png", params=params, raw=True)
+        return self._request("GET", f"/v1/collections/{_segment(name)}/plot.png", params=params, raw=True)
 
     def upload_dataset(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
         path = Path(path)

@@ -419,6 +419,7 @@ def _sharpness_scores(
             "steps": result.steps,
             "samples": len(sample),
             "parameters": result.parameters,
+            "diagnostics": result.diagnostics,  # converged, bracket, error at the scale, evaluations
         }
         timings[name] = time.perf_counter() - started
     return details

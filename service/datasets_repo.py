@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from gscore.errors import DatasetError
@@ -25,6 +26,8 @@ class DatasetsRepo:
             return list(session.scalars(select(UploadedDataset).order_by(UploadedDataset.name)))
 
     def get(self, name: str) -> UploadedDataset | None:
+        if "\x00" in name:  # no stored name has one (and PostgreSQL refuses NUL in a string)
+            return None
         with self.sessions() as session:
             return session.get(UploadedDataset, name)
 
@@ -38,8 +41,14 @@ class DatasetsRepo:
         record = UploadedDataset(
             name=name, sha256=sha256, size_bytes=size_bytes, created_at=utcnow(), summary=summary
         )
-        with self.sessions() as session, session.begin():
-            session.add(record)
+        try:
+            with self.sessions() as session, session.begin():
+                session.add(record)
+        except IntegrityError:  # a concurrent upload registered the name first
+            winner = self.get(name)
+            if winner is None or winner.sha256 != sha256:
+                raise DatasetNameTaken(name) from None
+            return winner, False
         return record, True
 
     def resolve(self, name: str, builtin_names: tuple[str, ...]) -> tuple[str | None, Path | None]:

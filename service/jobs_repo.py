@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,9 +57,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created), str(job_id)
+        created_at, job_id = datetime.fromisoformat(created), str(job_id)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise InvalidCursor(cursor) from exc
+    if "\x00" in job_id:
+        raise InvalidCursor(cursor)
+    return created_at, job_id
 
 
 class JobsRepo:
@@ -70,6 +73,8 @@ class JobsRepo:
 
     # ---- reads -------------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
+        if "\x00" in job_id:  # no id has one (and PostgreSQL refuses NUL in a string)
+            return None
         with self.sessions() as session:
             return session.get(Job, job_id)
 
@@ -77,6 +82,8 @@ class JobsRepo:
         self, *, collection: str | None, state: str | None, limit: int, cursor: str | None
     ) -> tuple[list[Job], str | None]:
         """Newest first; returns the page and the cursor of the next one (None at the end)."""
+        if collection is not None and "\x00" in collection:
+            return [], None  # no collection name has one (refused at submission)
         query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
         if collection is not None:
             query = query.where(Job.collection == collection)
@@ -107,6 +114,8 @@ class JobsRepo:
 
     def collection_jobs(self, name: str) -> list[Job]:
         """The latest job per model name in a collection, oldest model first."""
+        if "\x00" in name:
+            return []
         with self.sessions() as session:
             rows = list(session.scalars(select(Job).where(Job.collection == name).order_by(Job.created_at)))
         latest: dict[str, Job] = {}
@@ -164,8 +173,6 @@ class JobsRepo:
 
     def remember_idempotency_key(self, key: str, job_id: str) -> str:
         """Record ``key -> job_id``; if another request won the race, return that request's job id."""
-        from sqlalchemy.exc import IntegrityError
-
         try:
             with self.sessions() as session, session.begin():
                 session.add(IdempotencyKey(key=key, job_id=job_id, created_at=utcnow()))
@@ -174,6 +181,18 @@ class JobsRepo:
             with self.sessions() as session:
                 record = session.get(IdempotencyKey, key)
                 return record.job_id if record else job_id
+
+    def forget_idempotency_key(self, key: str, job_id: str) -> None:
+        """Drop ``key`` if it still names ``job_id`` (a job that could not be queued: a retry may try again)."""
+        with self.sessions() as session, session.begin():
+            session.execute(
+                delete(IdempotencyKey).where(IdempotencyKey.key == key, IdempotencyKey.job_id == job_id)
+            )
+
+    def delete_unpublished(self, job_id: str) -> None:
+        """Remove a job that was created but never published (it lost an Idempotency-Key race)."""
+        with self.sessions() as session, session.begin():
+            session.execute(delete(Job).where(Job.id == job_id))
 
     def fail_unpublished(self, job_id: str, detail: str) -> None:
         """A job whose message never reached the broker."""
@@ -189,6 +208,8 @@ class JobsRepo:
     # ---- cancel -------------------------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> Job | None:
         """A queued job is cancelled at once; a running one gets its cancel flag (the worker stops)."""
+        if "\x00" in job_id:
+            return None
         now = utcnow()
         with self.sessions() as session, session.begin():
             session.execute(

@@ -78,14 +78,14 @@ class _Collector:
         self.name = options[b"name"].decode("utf-8", "replace")
         filename = options.get(b"filename")
         self.filename = filename.decode("utf-8", "replace") if filename is not None else None
+        if self.name in self.form.files or self.name in self.form.fields:
+            raise Problem(
+                400,
+                "malformed-multipart",
+                "Malformed multipart body",
+                f"field {self.name!r} was sent twice",
+            )
         if self.name in self.file_fields:
-            if self.name in self.form.files:
-                raise Problem(
-                    400,
-                    "malformed-multipart",
-                    "Malformed multipart body",
-                    f"field {self.name!r} was sent twice",
-                )
             self.sink = self.open_sink()
             self.form.files[self.name] = (self.filename, self.sink)
 

@@ -6,10 +6,11 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gscore.errors import DatasetError, SpecError
 from gscore.settings import Settings
@@ -18,6 +19,13 @@ if TYPE_CHECKING:
     from gscore.pipeline import ScoreRequest
 
 DATASET_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_SEED = 2**64 - 1
+
+
+def _no_control_characters(value: str | None) -> str | None:
+    if value is not None and any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
 
 
 class JobSpec(BaseModel):
@@ -31,7 +39,7 @@ class JobSpec(BaseModel):
     measures: list[str] | None = None
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     samples_per_class: int | None = Field(None, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="0 .. 2**64-1 (torch.manual_seed's range)")
 
 
 class SubmissionMeta(BaseModel):
@@ -44,6 +52,19 @@ class SubmissionMeta(BaseModel):
     hyperparameters: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     test_accuracy: float | None = None
     train_accuracy: float | None = None
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_is_a_path_segment(cls, value: str | None) -> str | None:
+        # it is read back at /v1/collections/{name}: one URL path segment
+        if value is not None and ("/" in value or value in (".", "..")):
+            raise ValueError("must not contain '/' or be '.' or '..' (it is read at /v1/collections/{name})")
+        return _no_control_characters(value)
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name_is_printable(cls, value: str | None) -> str | None:
+        return _no_control_characters(value)
 
 
 def _first_error(exc: ValidationError, prefix: str) -> SpecError:
@@ -84,6 +105,12 @@ def parse_meta(fields: dict[str, str]) -> SubmissionMeta:
             raise SpecError("hyperparameters is not valid JSON", field="hyperparameters") from None
         if not isinstance(data["hyperparameters"], dict):
             raise SpecError("hyperparameters must be a flat JSON object", field="hyperparameters")
+        for key, value in data["hyperparameters"].items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SpecError(
+                    f"hyperparameters.{key} must be a finite number (got {value})",
+                    field=f"hyperparameters.{key}",
+                )
     for name in ("test_accuracy", "train_accuracy"):
         if fields.get(name, "").strip():
             try:

@@ -258,6 +258,8 @@ def test_sharpness_measures_through_the_pipeline(cnn_checkpoint):
         assert detail["steps"] <= request.params[name]["steps"]
     assert details["random_sharpness"]["samples"] == 200  # 40 per class x 5 classes
     assert details["random_sharpness"]["parameters"]["draws"] == 3
+    assert all(isinstance(d["diagnostics"]["converged"], bool) for d in details.values())
+    json.dumps(first, allow_nan=False)  # the stored result is plain JSON
     reported = [(done, total) for stage, done, total in stages if stage == "random_sharpness"]
     assert (
         reported and reported[-1][0] == reported[-1][1] and reported[-1][1] <= 4

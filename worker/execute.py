@@ -94,6 +94,7 @@ def _outcome(
         if previous is not None and previous.id != job.id and previous.result:
             from service.submission import deduplicated_result
 
+            progress("deduplicated", 0, 0)
             return SUCCEEDED, deduplicated_result(previous.result, previous.id), None
         if ctx.settings.test_job_delay_seconds > 0:
             _test_delay(ctx.settings.test_job_delay_seconds, progress, heartbeat)

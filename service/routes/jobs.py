@@ -12,7 +12,7 @@ from service.jobs_repo import STATES, CancelConflict, InvalidCursor
 from service.multipart import read_multipart
 from service.problems import Problem
 from service.schemas import JobOut, JobPage, job_out
-from service.submission import create_job
+from service.submission import create_job, idempotent_replay, parse_submission
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_PAGE = 200
@@ -66,25 +66,22 @@ async def submit(
     ctx: Annotated[ServiceContext, Depends(get_context)],
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
-    if idempotency_key:
-        earlier = await run_in_threadpool(ctx.repo.job_for_idempotency_key, idempotency_key)
-        if earlier is not None:
-            async for _ in request.stream():  # the retried body is not needed
-                pass
-            return _accepted(response, earlier)
     form = await read_multipart(
         request,
         file_fields={"checkpoint"},
         open_sink=lambda: ctx.storage.new_sink(ctx.settings.max_upload_bytes),
     )
     try:
-        job = await run_in_threadpool(create_job, ctx, form)
+        earlier = None
+        if idempotency_key:
+            earlier = await run_in_threadpool(ctx.repo.job_for_idempotency_key, idempotency_key)
+        if earlier is not None:  # a retry: the same body answers the first job, another body is refused
+            submission = await run_in_threadpool(parse_submission, ctx, form)
+            job = idempotent_replay(earlier, submission, idempotency_key or "")
+        else:
+            job = await run_in_threadpool(create_job, ctx, form, idempotency_key)
     finally:
         form.discard()  # a kept checkpoint was moved away already
-    if idempotency_key:
-        winner = await run_in_threadpool(ctx.repo.remember_idempotency_key, idempotency_key, job.id)
-        if winner != job.id:
-            job = await run_in_threadpool(ctx.repo.get, winner) or job
     return _accepted(response, job)
 
 
