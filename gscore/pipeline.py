@@ -152,14 +152,10 @@ def measure_parameters(request: ScoreRequest, measures: list[str]) -> dict[str, 
                 )
             default = defaults[key]
             if isinstance(default, int) and not isinstance(default, bool):
-                if (
-                    not isinstance(value, int)
-                    or isinstance(value, bool)
-                    or value < (0 if key == "seed" else 1)
-                ):
+                lowest, kind = (0, "an integer in [0, 2**64)") if key == "seed" else (1, "a positive integer")
+                if not isinstance(value, int) or isinstance(value, bool) or not lowest <= value < 2**64:
                     raise SpecError(
-                        f"params.{name}.{key} must be a positive integer (got {value!r})",
-                        field=f"params.{name}.{key}",
+                        f"params.{name}.{key} must be {kind} (got {value!r})", field=f"params.{name}.{key}"
                     )
             elif isinstance(default, float) and (
                 not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf

@@ -119,6 +119,10 @@ def parse_meta(fields: dict[str, str]) -> SubmissionMeta:
                 raise SpecError(f"{name} must be a number", field=name) from None
             if not math.isfinite(value):
                 raise SpecError(f"{name} must be a finite number", field=name)
+            if not 0 <= value <= 1:  # one scale per collection, or the rankings mix percentages and fractions
+                raise SpecError(
+                    f"{name} must be a fraction in [0, 1] (got {value}; 0.93, not 93)", field=name
+                )
             data[name] = value
     try:
         return SubmissionMeta.model_validate(data)

@@ -199,7 +199,9 @@ def postgres_url() -> Iterator[str]:
     try:
         admin = psycopg2.connect(connect_timeout=3, **POSTGRES_ADMIN)
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable on {POSTGRES_ADMIN['host']}:5432 (.ci/run starts it): {exc}")
+        pytest.skip(
+            f"PostgreSQL is not reachable on {POSTGRES_ADMIN['host']}:5432 (.ci/run starts it): {exc}"
+        )
     admin.autocommit = True
     name = f"gscore_test_{uuid.uuid4().hex[:8]}"
     with admin.cursor() as cursor:

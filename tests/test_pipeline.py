@@ -270,6 +270,21 @@ def test_sharpness_measures_through_the_pipeline(cnn_checkpoint):
 def test_sharpness_parameters_are_validated(cnn_checkpoint):
     from gscore.errors import SpecError
 
+    for params, field in [
+        ({"random_sharpness": {"seed": 2**64}}, "params.random_sharpness.seed"),
+        ({"random_sharpness": {"draws": 0}}, "params.random_sharpness.draws"),
+    ]:
+        with pytest.raises(SpecError) as info:
+            validate_request(
+                ScoreRequest(
+                    checkpoint=cnn_checkpoint,
+                    arch=CNN,
+                    dataset="digits",
+                    params=params,
+                    measures=["random_sharpness"],
+                )
+            )
+        assert info.value.field == field
     bad = {"random_sharpness": {"upper": -1.0}}
     with pytest.raises(SpecError) as info:
         validate_request(

@@ -110,6 +110,8 @@ def test_ranking_verb_and_plot_endpoint(quick_zoo, embedded_stack: Stack, tmp_pa
         png = http.get(f"/v1/collections/{collection}/plot.png", params={"measure": "c3"})
         missing = http.get("/v1/collections/no-such-collection/ranking")
         bad_target = http.get(f"/v1/collections/{collection}/ranking", params={"target": "loss"})
+        absent = http.get(f"/v1/collections/{collection}/ranking", params={"measures": "c3,zz"})
+        absent_plot = http.get(f"/v1/collections/{collection}/plot.png", params={"measure": "zz"})
     assert via_cli == via_http and list(via_cli["measures"]) == ["c3", "c4"]
     assert sorted(p.name for p in plots.iterdir()) == ["c3.png", "c4.png"]
     assert (plots / "c3.png").read_bytes().startswith(b"\x89PNG")
@@ -117,6 +119,10 @@ def test_ranking_verb_and_plot_endpoint(quick_zoo, embedded_stack: Stack, tmp_pa
     assert png.content.startswith(b"\x89PNG")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     assert bad_target.status_code == 422
+    for response, field in ((absent, "measures"), (absent_plot, "measure")):
+        problem = response.json()
+        assert response.status_code == 422 and problem["type"] == "unknown-measure", problem
+        assert problem["field"] == field and "'zz'" in problem["detail"] and "c3" in problem["detail"]
 
 
 def test_table_verb_reports_unreachable_service(capsys, monkeypatch):

@@ -73,6 +73,9 @@ def test_values_the_worker_cannot_use_are_refused_at_submission(
     for seed in (-1, 2**64):
         response = submit_job(client, digits_checkpoint, {**SPEC, "seed": seed})
         assert_problem(response, 422, "invalid-spec", field="spec.seed")
+    for accuracy in ("93", "-0.1"):  # accuracies are fractions: a percentage would skew every ranking
+        response = submit_job(client, digits_checkpoint, SPEC, test_accuracy=accuracy)
+        assert_problem(response, 422, "invalid-spec", field="test_accuracy")
     # the largest seed accepted is one the worker can use
     job = submit_job(client, digits_checkpoint, {**SPEC, "seed": 2**64 - 1}).json()
     done = wait_for_job(client, job["id"], FINAL)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from gscore.ranking import ModelRecord, parse_rank_records, rank_collection
+from gscore.ranking import ModelRecord, default_measures, parse_rank_records, rank_collection
 from service.context import ServiceContext, get_context
 from service.db import Job
 from service.problems import Problem
@@ -63,8 +63,20 @@ def _scored_records(jobs: list[Job]) -> tuple[list[ModelRecord], list[dict[str, 
     return parse_rank_records(items), not_scored
 
 
-def _measure_list(measures: str | None) -> list[str] | None:
+def _measure_list(measures: str | None, records: list[ModelRecord], field: str) -> list[str] | None:
+    """The requested measures, each of which some scored model must have (else 422 naming it)."""
     names = [m.strip() for m in (measures or "").split(",") if m.strip()]
+    present = set(default_measures(records))
+    unknown = [name for name in names if name not in present]
+    if unknown:
+        raise Problem(
+            422,
+            "unknown-measure",
+            "Measure not in this collection",
+            f"no scored model of this collection has {', '.join(map(repr, unknown))}; "
+            f"present: {', '.join(sorted(present)) or 'none yet'}",
+            field=field,
+        )
     return names or None
 
 
@@ -81,7 +93,7 @@ def get_ranking(
 ) -> dict[str, Any]:
     """The same document as `gscore rank FILE --json`, plus `not_scored`: models whose job has not succeeded."""
     records, not_scored = _scored_records(_collection_jobs(ctx, name))
-    result = rank_collection(records, target=target, measures=_measure_list(measures))
+    result = rank_collection(records, target=target, measures=_measure_list(measures, records, "measures"))
     result["not_scored"] = not_scored
     return result
 
@@ -99,10 +111,9 @@ def get_plot(
     target: Target = "test_accuracy",
 ) -> Response:
     from gscore.plots import plot_measures
-    from gscore.ranking import default_measures
 
     records, _ = _scored_records(_collection_jobs(ctx, name))
-    chosen = _measure_list(measure) or default_measures(records)
+    chosen = _measure_list(measure, records, "measure") or default_measures(records)
     if not chosen:
         raise Problem(422, "nothing-to-plot", "Nothing to plot", f"no model of {name!r} has scores yet")
     return Response(plot_measures(records, chosen, target=target), media_type="image/png")
