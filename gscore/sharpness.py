@@ -510,6 +510,46 @@ def _random_sharpness(
             tolerance=tolerance,
         )
 
+    specific: dict[str, Any] = {"draws": draws, "copies_per_pass": copies_per_pass, "batched": batched}
+    if not magnitude_aware:
+        specific["magnitude_aware"] = False
+    return _solve(
+        "random_sharpness_kernels" if kernels_only else "random_sharpness",
+        ev,
+        error_at,
+        base_error=base_error,
+        threshold=threshold,
+        steps=steps,
+        tolerance=tolerance,
+        upper=upper,
+        check_cancel=check_cancel,
+        progress=progress,
+        parameters={
+            "kernels_only": kernels_only,
+            "target_drop": target_drop,
+            "seed": seed,
+            "batch_size": batch_size,
+            "device": str(resolved),
+            **specific,
+        },
+    )
+
+
+def _solve(
+    measure: str,
+    ev: _Evaluator,
+    error_at: Callable[[float], float],
+    *,
+    base_error: float,
+    threshold: float,
+    steps: int,
+    tolerance: float,
+    upper: float,
+    check_cancel: Callable[[], None],
+    progress: ProgressCallback | None,
+    parameters: dict[str, Any],
+) -> SharpnessResult:
+    """Bisect ``error_at`` for the crossing of ``threshold``; the result records every parameter used."""
     scale, taken, diagnostics = _bisect(
         error_at,
         threshold=threshold,
@@ -519,27 +559,18 @@ def _random_sharpness(
         check_cancel=check_cancel,
         progress=progress,
     )
-    parameters = {
-        "measure": "random_sharpness_kernels" if kernels_only else "random_sharpness",
-        "kernels_only": kernels_only,
-        "draws": draws,
+    recorded = {
+        "measure": measure,
         "steps": steps,
-        "target_drop": target_drop,
         "tolerance": tolerance,
         "upper": upper,
         "max_widenings": MAX_WIDENINGS,
-        "seed": seed,
         "samples": ev.samples,
-        "batch_size": batch_size,
         "magnitude_eps": MAGNITUDE_EPS,
-        "copies_per_pass": copies_per_pass,
-        "batched": batched,
-        "device": str(resolved),
         "perturbed_tensors": len(ev.names),
+        **parameters,
     }
-    if not magnitude_aware:
-        parameters["magnitude_aware"] = False
-    return _result(scale, base_error, taken, parameters, diagnostics)
+    return _result(scale, base_error, taken, recorded, diagnostics)
 
 
 def random_sharpness(
@@ -646,33 +677,27 @@ def worst_sharpness(
             check_cancel=check_cancel,
         )
 
-    scale, taken, diagnostics = _bisect(
+    return _solve(
+        "worst_sharpness_kernels" if kernels_only else "worst_sharpness",
+        ev,
         error_at,
+        base_error=base_error,
         threshold=threshold,
         steps=steps,
         tolerance=tolerance,
         upper=upper,
         check_cancel=check_cancel,
         progress=progress,
+        parameters={
+            "kernels_only": kernels_only,
+            "target_drop": target_drop,
+            "seed": seed,
+            "batch_size": batch_size,
+            "device": str(resolved),
+            "ascent_steps": ascent_steps,
+            "ascent_lr": ascent_lr,
+        },
     )
-    parameters = {
-        "measure": "worst_sharpness_kernels" if kernels_only else "worst_sharpness",
-        "kernels_only": kernels_only,
-        "steps": steps,
-        "target_drop": target_drop,
-        "tolerance": tolerance,
-        "upper": upper,
-        "max_widenings": MAX_WIDENINGS,
-        "ascent_steps": ascent_steps,
-        "ascent_lr": ascent_lr,
-        "seed": seed,
-        "samples": ev.samples,
-        "batch_size": batch_size,
-        "magnitude_eps": MAGNITUDE_EPS,
-        "device": str(resolved),
-        "perturbed_tensors": len(ev.names),
-    }
-    return _result(scale, base_error, taken, parameters, diagnostics)
 
 
 def random_sharpness_kernels(model: nn.Module, x: Tensor, y: Tensor, **kw: Any) -> SharpnessResult:
