@@ -147,6 +147,13 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return _safetensors_load_file(str(path), device="cpu")
     except Exception as exc:  # SafetensorError, OSError, ...: never fall through to another loader
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        if head.startswith((b"PK\x03\x04", b"\x80")):  # a torch.save zip or a raw pickle
+            raise CheckpointError(
+                "this file is named .safetensors but holds a PyTorch torch.save() archive; rename it to .pt "
+                "(it is then loaded with weights_only=True) or convert it with safetensors.torch.save_file"
+            ) from None
         raise CheckpointError(
             f"not a valid safetensors file (truncated or corrupt?): {_short(exc)}"
         ) from None

@@ -65,3 +65,10 @@ class JobCancelled(GScoreError):
 
     type = "cancelled"
     title = "Job cancelled"
+
+
+class ConfigurationError(GScoreError):
+    """An environment variable holds an unusable value (see gscore/settings.py)."""
+
+    type = "invalid-configuration"
+    title = "Invalid configuration"

@@ -9,8 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gscore.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -87,6 +89,34 @@ class Settings(BaseSettings):
         description="TEST HOOK: a worker waits this long (honouring cancel) before scoring. Keep 0.",
     )
 
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        """Values that would make the service misbehave later are refused at start-up."""
+        problems = []
+        positive = (
+            "lease_seconds",
+            "max_attempts",
+            "max_upload_bytes",
+            "job_soft_time_limit",
+            "job_time_limit",
+            "reaper_interval_seconds",
+        )
+        problems += [f"{env_name(name)} must be positive" for name in positive if getattr(self, name) <= 0]
+        if self.progress_interval_seconds < 0:
+            problems.append(f"{env_name('progress_interval_seconds')} must not be negative")
+        if self.job_soft_time_limit >= self.job_time_limit:
+            problems.append(
+                f"{env_name('job_soft_time_limit')} ({self.job_soft_time_limit}) must be below "
+                f"{env_name('job_time_limit')} ({self.job_time_limit}), or jobs are killed before they can clean up"
+            )
+        if self.default_queue not in ("cpu", "gpu"):
+            problems.append(f"{env_name('default_queue')} must be cpu or gpu (got {self.default_queue!r})")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            problems.append(f"{env_name('device')} must be auto, cpu or cuda (got {self.device!r})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def resolved_datasets_dir(self) -> Path:
         return self.datasets_dir if self.datasets_dir is not None else self.data_dir / "datasets"
@@ -104,7 +134,28 @@ class Settings(BaseSettings):
         return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
 
 
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field`` (e.g. ``lease_seconds`` -> ``GSCORE_LEASE_SECONDS``)."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias.choices[0] if isinstance(alias, AliasChoices) else field.upper()
+
+
+def load_settings() -> Settings:
+    """Read the environment; an unusable value is a ConfigurationError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        messages = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""  # the field, or the variable's name
+            name = env_name(field) if field in Settings.model_fields else field
+            shown = f"={error['input']!r}" if field and not isinstance(error.get("input"), dict) else ""
+            where = f"{name}{shown}: " if field else ""
+            messages.append(where + error["msg"].removeprefix("Value error, "))
+        raise ConfigurationError("; ".join(messages)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
-    return Settings()
+    return load_settings()

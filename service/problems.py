@@ -31,9 +31,18 @@ _HTTP_TITLES = {
 class Problem(Exception):
     """Raise to answer with a problem document."""
 
-    def __init__(self, status: int, type_: str, title: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status, self.type, self.title, self.detail, self.extra = status, type_, title, detail, extra
+        self.headers = headers
 
     @classmethod
     def from_engine_error(cls, error: GScoreError, status: int = 422) -> Problem:
@@ -63,7 +72,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(request, exc.status, exc.type, exc.title, exc.detail, **exc.extra)
+        response = problem_response(request, exc.status, exc.type, exc.title, exc.detail, **exc.extra)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(GScoreError)
     async def _engine_error(request: Request, exc: GScoreError) -> JSONResponse:

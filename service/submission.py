@@ -18,6 +18,7 @@ from service.specs import JobSpec, dedupe_key, normalized_spec, parse_meta, pars
 from service.storage import UploadSink
 
 log = logging.getLogger("gscore.service")
+BROKER_RETRY_AFTER_SECONDS = 5  # a 503 for an unreachable broker says when to retry
 ALLOWED_FIELDS = {
     "checkpoint",
     "spec",
@@ -160,7 +161,11 @@ def create_job(ctx: ServiceContext, form: UploadedForm, idempotency_key: str | N
         if idempotency_key:  # a retry with the same key must be able to queue the job again
             ctx.repo.forget_idempotency_key(idempotency_key, job.id)
         raise Problem(
-            503, "broker-unavailable", "Broker unavailable", "the job could not be queued; try again later"
+            503,
+            "broker-unavailable",
+            "Broker unavailable",
+            "the job could not be queued; try again later",
+            headers={"Retry-After": str(BROKER_RETRY_AFTER_SECONDS)},
         ) from exc
     ctx.metrics.submitted.labels("queued").inc()
     log.info("job %s: queued on %s", job.id, job.queue)

@@ -249,3 +249,13 @@ def test_sha256_file_streams(tmp_path: Path) -> None:
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
     assert checkpoints.sha256_file(path, chunk_size=7) == hashlib.sha256(data).hexdigest()
+
+
+def test_torch_file_misnamed_safetensors_gets_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    torch.save({"w": torch.ones(2)}, path)  # a torch.save zip under a .safetensors name
+    with pytest.raises(CheckpointError, match=r"torch\.save\(\) archive; rename it to \.pt"):
+        read_state_dict(path)
+    path.write_bytes(b"\x00" * 64)  # plain garbage keeps the generic message
+    with pytest.raises(CheckpointError, match="not a valid safetensors file"):
+        read_state_dict(path)

@@ -179,3 +179,24 @@ def test_bad_dataset_uploads(client: httpx.Client) -> None:
     assert_problem(response, 422, "invalid-dataset")
     response = client.post("/v1/datasets", files={"file": ("x.npz", b"PK")}, data={"name": "../etc"})
     assert_problem(response, 422, "invalid-dataset")
+
+
+def test_unreachable_broker_is_a_503_with_retry_after(tmp_path: Path, digits_checkpoint: Path) -> None:
+    """An API whose broker is down says so (readyz, submission) and keeps serving reads."""
+    from conftest import free_port, stack_env
+
+    dead_broker = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    stack = Stack(data_dir=tmp_path, env=stack_env(tmp_path, BROKER_URL=dead_broker))
+    try:
+        stack.start_api()
+        with stack.client() as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["database"] == "ok"
+            assert ready.json()["checks"]["broker"] != "ok"
+            spec = {"arch": DIGITS_ARCH, "dataset": "digits", "measures": ["c3"]}
+            response = submit_job(client, digits_checkpoint, spec)
+            assert_problem(response, 503, "broker-unavailable")
+            assert response.headers["retry-after"] == "5"
+            assert client.get("/healthz").status_code == 200
+    finally:
+        stack.stop()
