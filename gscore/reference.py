@@ -133,6 +133,8 @@ def reference_c4(pre: Any, layer_of: Any, y: Any, k: int = 5) -> float:
         p = max(0, min(75, round(100 - 1000 / act.shape[1])))
         act = np.maximum(act - np.percentile(act, p, axis=0), 0.0)
         sigma_all = _pairwise_std(act)
-        ratios.append([_ratio(np.float64(_pairwise_std(act[y == c])), np.float64(sigma_all)) for c in classes])
+        ratios.append(
+            [_ratio(np.float64(_pairwise_std(act[y == c])), np.float64(sigma_all)) for c in classes]
+        )
     per_layer = np.array(ratios, dtype=np.float64)  # [layers, classes]
     return float(np.mean([_topk_mean(per_layer[:, i], k) for i in range(classes.shape[0])]))
