@@ -456,6 +456,71 @@ def _result(
     )
 
 
+@dataclass
+class _Setup:
+    """What an error function needs: the evaluator, |w| + eps scales, the threshold, the cancel check."""
+
+    ev: _Evaluator
+    unit: dict[str, Tensor]
+    threshold: float
+    check_cancel: Callable[[], None]
+
+
+def _solve(
+    measure: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    error_at: Callable[[_Setup, float], float],
+    *,
+    kernels_only: bool,
+    magnitude_aware: bool,
+    steps: int,
+    target_drop: float,
+    tolerance: float,
+    upper: float,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    progress: ProgressCallback | None,
+    should_cancel: CancelCheck | None,
+    parameters: dict[str, Any],
+) -> SharpnessResult:
+    """Set up the private model copy and the unperturbed error, then bisect ``error_at(setup, scale)`` for
+    the crossing of the threshold; the result records every parameter used (``parameters`` adds the
+    measure's own)."""
+    check_cancel = _canceller(should_cancel)
+    ev = _Evaluator(model, x, y, kernels_only=kernels_only, batch_size=batch_size, device=device)
+    base_error, threshold = _base(ev, target_drop)
+    setup = _Setup(ev, _unit_scales(ev, magnitude_aware), threshold, check_cancel)
+    scale, taken, diagnostics = _bisect(
+        lambda scale: error_at(setup, scale),
+        threshold=threshold,
+        steps=steps,
+        tolerance=tolerance,
+        upper=upper,
+        check_cancel=check_cancel,
+        progress=progress,
+    )
+    recorded = {
+        "measure": measure,
+        "kernels_only": kernels_only,
+        "target_drop": target_drop,
+        "seed": seed,
+        "batch_size": batch_size,
+        "device": str(device),
+        "steps": steps,
+        "tolerance": tolerance,
+        "upper": upper,
+        "max_widenings": MAX_WIDENINGS,
+        "samples": ev.samples,
+        "magnitude_eps": MAGNITUDE_EPS,
+        "perturbed_tensors": len(ev.names),
+        **parameters,
+    }
+    return _result(scale, base_error, taken, recorded, diagnostics)
+
+
 def _random_sharpness(
     model: nn.Module,
     x: Tensor,
@@ -489,24 +554,20 @@ def _random_sharpness(
         batch_size=batch_size,
         copies_per_pass=copies_per_pass,
     )
-    check_cancel = _canceller(should_cancel)
     resolved = _resolve_device(device)
-    ev = _Evaluator(model, x, y, kernels_only=kernels_only, batch_size=batch_size, device=resolved)
-    base_error, threshold = _base(ev, target_drop)
-    unit = _unit_scales(ev, magnitude_aware)
     if batched is None:
         batched = resolved.type == "cuda"
 
-    def error_at(sigma: float) -> float:
+    def error_at(setup: _Setup, sigma: float) -> float:
         return _random_error(
-            ev,
+            setup.ev,
             sigma,
-            unit=unit,
+            unit=setup.unit,
             draws=draws,
             copies_per_pass=copies_per_pass,
             seed=seed,
             batched=batched,
-            threshold=threshold,
+            threshold=setup.threshold,
             tolerance=tolerance,
         )
 
@@ -515,62 +576,23 @@ def _random_sharpness(
         specific["magnitude_aware"] = False
     return _solve(
         "random_sharpness_kernels" if kernels_only else "random_sharpness",
-        ev,
+        model,
+        x,
+        y,
         error_at,
-        base_error=base_error,
-        threshold=threshold,
+        kernels_only=kernels_only,
+        magnitude_aware=magnitude_aware,
         steps=steps,
+        target_drop=target_drop,
         tolerance=tolerance,
         upper=upper,
-        check_cancel=check_cancel,
+        seed=seed,
+        batch_size=batch_size,
+        device=resolved,
         progress=progress,
-        parameters={
-            "kernels_only": kernels_only,
-            "target_drop": target_drop,
-            "seed": seed,
-            "batch_size": batch_size,
-            "device": str(resolved),
-            **specific,
-        },
+        should_cancel=should_cancel,
+        parameters=specific,
     )
-
-
-def _solve(
-    measure: str,
-    ev: _Evaluator,
-    error_at: Callable[[float], float],
-    *,
-    base_error: float,
-    threshold: float,
-    steps: int,
-    tolerance: float,
-    upper: float,
-    check_cancel: Callable[[], None],
-    progress: ProgressCallback | None,
-    parameters: dict[str, Any],
-) -> SharpnessResult:
-    """Bisect ``error_at`` for the crossing of ``threshold``; the result records every parameter used."""
-    scale, taken, diagnostics = _bisect(
-        error_at,
-        threshold=threshold,
-        steps=steps,
-        tolerance=tolerance,
-        upper=upper,
-        check_cancel=check_cancel,
-        progress=progress,
-    )
-    recorded = {
-        "measure": measure,
-        "steps": steps,
-        "tolerance": tolerance,
-        "upper": upper,
-        "max_widenings": MAX_WIDENINGS,
-        "samples": ev.samples,
-        "magnitude_eps": MAGNITUDE_EPS,
-        "perturbed_tensors": len(ev.names),
-        **parameters,
-    }
-    return _result(scale, base_error, taken, recorded, diagnostics)
 
 
 def random_sharpness(
@@ -659,44 +681,37 @@ def worst_sharpness(
         seed=seed,
         batch_size=batch_size,
     )
-    check_cancel = _canceller(should_cancel)
-    resolved = _resolve_device(device)
-    ev = _Evaluator(model, x, y, kernels_only=kernels_only, batch_size=batch_size, device=resolved)
-    base_error, threshold = _base(ev, target_drop)
-    unit = _unit_scales(ev, magnitude_aware=True)
 
-    def error_at(alpha: float) -> float:
+    def error_at(setup: _Setup, alpha: float) -> float:
         return _worst_error(
-            ev,
+            setup.ev,
             alpha,
-            unit=unit,
+            unit=setup.unit,
             ascent_steps=ascent_steps,
             ascent_lr=ascent_lr,
-            threshold=threshold,
+            threshold=setup.threshold,
             tolerance=tolerance,
-            check_cancel=check_cancel,
+            check_cancel=setup.check_cancel,
         )
 
     return _solve(
         "worst_sharpness_kernels" if kernels_only else "worst_sharpness",
-        ev,
+        model,
+        x,
+        y,
         error_at,
-        base_error=base_error,
-        threshold=threshold,
+        kernels_only=kernels_only,
+        magnitude_aware=True,
         steps=steps,
+        target_drop=target_drop,
         tolerance=tolerance,
         upper=upper,
-        check_cancel=check_cancel,
+        seed=seed,
+        batch_size=batch_size,
+        device=_resolve_device(device),
         progress=progress,
-        parameters={
-            "kernels_only": kernels_only,
-            "target_drop": target_drop,
-            "seed": seed,
-            "batch_size": batch_size,
-            "device": str(resolved),
-            "ascent_steps": ascent_steps,
-            "ascent_lr": ascent_lr,
-        },
+        should_cancel=should_cancel,
+        parameters={"ascent_steps": ascent_steps, "ascent_lr": ascent_lr},
     )
 
 
