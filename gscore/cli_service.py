@@ -272,6 +272,10 @@ def _client_errors(handler: Any) -> Any:
     return run
 
 
+def _add_url_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("up", help="run the API and one worker (embedded defaults); Ctrl-C stops both")
     p.add_argument("--host", default="127.0.0.1")
@@ -312,7 +316,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the result (progress bar on stderr)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
+    _add_url_option(p)
     p.set_defaults(func=_client_errors(_submit))
 
     p = subparsers.add_parser("status", help="a job's state, progress and result")
@@ -320,13 +324,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true", help="wait until it finishes (progress bar on stderr)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
+    _add_url_option(p)
     p.set_defaults(func=_client_errors(_status))
 
     p = subparsers.add_parser("collection", help="the models of a collection with their scores")
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
+    _add_url_option(p)
     p.set_defaults(func=_client_errors(_collection))
 
     p = subparsers.add_parser(
@@ -337,5 +341,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--measures", help="comma-separated subset of measures")
     p.add_argument("--plot", metavar="DIR", help="also write one measure-vs-accuracy PNG per measure")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
+    _add_url_option(p)
     p.set_defaults(func=_client_errors(_ranking))

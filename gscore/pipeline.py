@@ -12,6 +12,7 @@ Stages reported through ``progress(stage, done, total)``: ``load``, ``extract``
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -267,9 +268,10 @@ def run(
     started = time.perf_counter()
     report("load", 0, 1)
     data_dir = _data_dir(request)
-    probe = datasets.load_probe_set(request.dataset, request.split, data_dir)
+    split_set = datasets.load_probe_set(request.dataset, request.split, data_dir)
+    probe = split_set
     if request.samples_per_class is not None:
-        probe = datasets.balanced_subset(probe, request.samples_per_class, seed=request.seed)
+        probe = datasets.balanced_subset(split_set, request.samples_per_class, seed=request.seed)
     model = load_model(request, probe.default_normalization).to(device)
     check_model_fits(model, request.arch, probe, device)
     report("load", 1, 1)
@@ -310,10 +312,15 @@ def run(
 
     sharpness_measures = [m for m in measures if MEASURES[m].kind == "perturbation"]
     if sharpness_measures:
+        # sharpness samples the full training split: reuse it when that is what was loaded
+        train = (
+            split_set
+            if request.split == "train"
+            else datasets.load_probe_set(request.dataset, "train", data_dir)
+        )
         meta["sharpness"] = _sharpness_scores(
             model,
-            request,
-            data_dir,
+            train,
             sharpness_measures,
             params,
             device,
@@ -376,8 +383,7 @@ def _activation_scores(
 
 def _sharpness_scores(
     model: nn.Module,
-    request: ScoreRequest,
-    data_dir: Path,
+    train: Any,
     measures: list[str],
     params: dict[str, dict[str, Any]],
     device: torch.device,
@@ -386,23 +392,26 @@ def _sharpness_scores(
     scores: dict[str, float],
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    """Sharpness runs on a seeded class-balanced sample of the TRAINING split (docs/measures.md)."""
+    """Sharpness runs on a seeded class-balanced sample of ``train``, the full TRAINING split
+    (docs/measures.md); measures with the same sample size and seed share one sample."""
     from gscore import datasets
     from gscore.sharpness import SHARPNESS_MEASURES
 
+    @functools.cache
+    def sample_of(per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = datasets.balanced_subset(train, per_class, seed=seed)
+        return torch.cat(list(sample.batches(max(1, len(sample))))), sample.y
+
     details: dict[str, Any] = {}
-    train = datasets.load_probe_set(request.dataset, "train", data_dir)
     for name in measures:
         started = time.perf_counter()
         options = dict(params[name])
-        samples = int(options.pop("samples"))
-        per_class = max(1, math.ceil(samples / train.num_classes))
-        sample = datasets.balanced_subset(train, per_class, seed=int(options.get("seed", 0)))
-        x = torch.cat(list(sample.batches(max(1, len(sample)))))
+        per_class = max(1, math.ceil(int(options.pop("samples")) / train.num_classes))
+        x, y = sample_of(per_class, int(options.get("seed", 0)))
         result = SHARPNESS_MEASURES[name](
             model,
             x,
-            sample.y,
+            y,
             device=device,
             progress=lambda done, total, stage=name: report(stage, done, total),
             should_cancel=should_cancel,
@@ -413,7 +422,7 @@ def _sharpness_scores(
             "scale": result.scale,
             "base_accuracy": result.base_accuracy,
             "steps": result.steps,
-            "samples": len(sample),
+            "samples": len(y),
             "parameters": result.parameters,
             "diagnostics": result.diagnostics,  # converged, bracket, error at the scale, evaluations
         }

@@ -5,8 +5,8 @@ Conventions (docs/measures.md, "Sharpness", which wins over any other wording):
 - A perturbed tensor w moves on the scale ``s * (|w| + eps)`` elementwise, ``eps = MAGNITUDE_EPS = 1e-3``:
   Gaussian noise with that standard deviation (random, s = sigma) or a box ``|u| <= alpha (|w| + eps)``
   (worst case, s = alpha).
-- "error" is the 0-1 training error on the sample (x, y) the caller passes (class-balanced, seeded,
-  ``DEFAULT_SAMPLES`` = 2000 images by default: see ``class_balanced_indices``). A row of logits with a
+- "error" is the 0-1 training error on the sample (x, y) the caller passes (the pipeline passes a seeded,
+  class-balanced sample of the training split, ``samples`` in the measure registry). A row of logits with a
   non-finite entry counts as an error. The target is ``threshold = base error + target_drop``.
 - Bisection on the scale: bounds [0, upper]; while error(upper) < threshold the bracket moves up
   ([upper, 2 upper], at most ``MAX_WIDENINGS`` times); then at most ``steps`` midpoints, stopping at the
@@ -59,14 +59,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from gscore.errors import JobCancelled, MeasureError
+from gscore.measure_registry import MEASURES
 
 __all__ = [
-    "DEFAULT_SAMPLES",
     "MAGNITUDE_EPS",
     "MAX_WIDENINGS",
     "SHARPNESS_MEASURES",
     "SharpnessResult",
-    "class_balanced_indices",
     "perturbed_parameter_names",
     "random_sharpness",
     "random_sharpness_kernels",
@@ -75,12 +74,12 @@ __all__ = [
 ]
 
 MAGNITUDE_EPS = 1e-3
-DEFAULT_SAMPLES = 2000  # size of the class-balanced training sample the pipeline should pass
 MAX_WIDENINGS = 10  # the upper bound may double this many times (x1024)
-DEFAULT_RANDOM_UPPER = 2.0
-DEFAULT_WORST_UPPER = 0.25
-DEFAULT_ASCENT_STEPS = 10
-DEFAULT_ASCENT_LR = 0.2
+# defaults live in the measure registry (one place for the CLI, the service and these functions)
+DEFAULT_RANDOM_UPPER: float = MEASURES["random_sharpness"].parameters["upper"]
+DEFAULT_WORST_UPPER: float = MEASURES["worst_sharpness"].parameters["upper"]
+DEFAULT_ASCENT_STEPS: int = MEASURES["worst_sharpness"].parameters["ascent_steps"]
+DEFAULT_ASCENT_LR: float = MEASURES["worst_sharpness"].parameters["ascent_lr"]
 
 ProgressCallback = Callable[[int, int], None]  # (bisection steps done, total)
 CancelCheck = Callable[[], bool]
@@ -97,31 +96,6 @@ class SharpnessResult:
     parameters: dict[str, Any]  # every parameter used
     # converged, final bracket, error at the returned scale (when evaluated), evaluations, widenings
     diagnostics: dict[str, Any] = field(default_factory=dict)
-
-
-def class_balanced_indices(labels: Tensor, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> Tensor:
-    """Indices of a seeded class-balanced sample: ``samples // C`` per class (all of a smaller class),
-    the remainder filled from the leftovers; sorted. All indices when ``samples >= len(labels)``."""
-    labels = torch.as_tensor(labels).reshape(-1).cpu()
-    n = labels.numel()
-    if samples >= n:
-        return torch.arange(n)
-    generator = torch.Generator().manual_seed(seed)
-    classes = torch.unique(labels)
-    per_class = samples // len(classes)
-    chosen: list[Tensor] = []
-    leftovers: list[Tensor] = []
-    for c in classes.tolist():
-        members = torch.nonzero(labels == c).reshape(-1)
-        members = members[torch.randperm(members.numel(), generator=generator)]
-        chosen.append(members[:per_class])
-        leftovers.append(members[per_class:])
-    taken = torch.cat(chosen)
-    rest = torch.cat(leftovers)
-    missing = samples - taken.numel()
-    if missing > 0:
-        taken = torch.cat([taken, rest[torch.randperm(rest.numel(), generator=generator)[:missing]]])
-    return torch.sort(taken).values
 
 
 def perturbed_parameter_names(model: nn.Module, kernels_only: bool) -> list[str]:

@@ -21,12 +21,16 @@ from models import build_model
 CNN = {"family": "cnn", "in_channels": 1, "width": 8, "depth": 2, "num_classes": 5}
 
 
+def saved_model(path: Path, arch: dict) -> Path:
+    """A randomly initialised (seed 0) model of ``arch`` saved as safetensors at ``path``."""
+    torch.manual_seed(0)
+    save_safetensors(build_model(arch), path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "cnn.safetensors"
-    save_safetensors(build_model(CNN), path)
-    return path
+    return saved_model(tmp_path_factory.mktemp("ckpt") / "cnn.safetensors", CNN)
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -167,9 +171,7 @@ def test_bad_input_gives_clear_error_without_traceback(cnn_checkpoint, capsys, o
 
 
 def test_unsafe_or_mismatched_checkpoint(tmp_path, capsys):
-    torch.manual_seed(0)
-    other = tmp_path / "other.safetensors"
-    save_safetensors(build_model({**CNN, "width": 4}), other)
+    other = saved_model(tmp_path / "other.safetensors", {**CNN, "width": 4})
     code, _, err = score_cli(capsys, other)
     assert code == 2 and "shape" in err
     assert err.lower().count("does not match the architecture") == 1  # title not repeated by the detail
@@ -198,10 +200,8 @@ def test_cifar100_coarse_through_the_real_loader(tmp_path):
     from tests.cifar_files import write_cifar100
 
     write_cifar100(tmp_path, n_train=200, n_test=100)
-    torch.manual_seed(0)
     arch = {"family": "vgg", "depth": 9, "width": 32, "num_classes": 20}
-    ckpt = tmp_path / "vgg9.safetensors"
-    save_safetensors(build_model(arch), ckpt)
+    ckpt = saved_model(tmp_path / "vgg9.safetensors", arch)
     result = score(
         ScoreRequest(
             checkpoint=ckpt,
@@ -312,25 +312,20 @@ def test_non_positive_batch_size_is_a_clear_error(cnn_checkpoint, capsys):
 
 
 def test_model_that_cannot_take_the_dataset_inputs_is_a_clear_error(tmp_path, capsys):
-    torch.manual_seed(0)
     rgb = {**CNN, "in_channels": 3}
-    ckpt = tmp_path / "rgb.safetensors"
-    save_safetensors(build_model(rgb), ckpt)
+    ckpt = saved_model(tmp_path / "rgb.safetensors", rgb)
     err = _error_without_traceback(capsys, ckpt, "digits", arch=rgb)
     assert "3 input channel(s)" in err and "[1, 8, 8]" in err
 
     mlp = {"family": "mlp", "in_features": 48, "hidden": [8], "num_classes": 5}
-    ckpt = tmp_path / "mlp.safetensors"
-    save_safetensors(build_model(mlp), ckpt)
+    ckpt = saved_model(tmp_path / "mlp.safetensors", mlp)
     err = _error_without_traceback(capsys, ckpt, "digits", arch=mlp)
     assert "cannot run on" in err and "[1, 8, 8]" in err
 
 
 def test_model_with_fewer_outputs_than_dataset_classes_is_a_clear_error(tmp_path, capsys):
-    torch.manual_seed(0)
     three = {**CNN, "num_classes": 3}
-    ckpt = tmp_path / "three.safetensors"
-    save_safetensors(build_model(three), ckpt)
+    ckpt = saved_model(tmp_path / "three.safetensors", three)
     err = _error_without_traceback(capsys, ckpt, "digits", arch=three)
     assert "3 outputs" in err and "5 classes" in err
 

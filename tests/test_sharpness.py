@@ -17,7 +17,6 @@ from gscore.measure_registry import MEASURES
 from gscore.sharpness import (
     MAGNITUDE_EPS,
     SHARPNESS_MEASURES,
-    class_balanced_indices,
     perturbed_parameter_names,
     random_sharpness,
     random_sharpness_kernels,
@@ -454,17 +453,6 @@ def test_bad_inputs_and_untrained_models_are_measure_errors(mlp_data) -> None:
     wrong_labels = (y + 1) % 3  # accuracy 0: cannot drop by 0.1
     with pytest.raises(MeasureError, match="below the target drop"):
         random_sharpness(model, x, wrong_labels)
-
-
-def test_class_balanced_indices() -> None:
-    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 5)
-    chosen = class_balanced_indices(labels, samples=30, seed=1)
-    assert len(chosen) == 30 and len(set(chosen.tolist())) == 30
-    counts = torch.bincount(labels[chosen], minlength=3).tolist()
-    assert counts[2] == 5 and counts[0] >= 10 and counts[1] >= 10
-    assert torch.equal(chosen, class_balanced_indices(labels, samples=30, seed=1))
-    assert not torch.equal(chosen, class_balanced_indices(labels, samples=30, seed=2))
-    assert torch.equal(class_balanced_indices(labels, samples=100), torch.arange(85))
 
 
 # ------------------------------------------------------------------------- review: early stopping

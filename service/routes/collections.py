@@ -59,7 +59,8 @@ def _scored_records(jobs: list[Job]) -> tuple[list[ModelRecord], list[dict[str, 
         }
         for job in scored
     ]
-    not_scored = [{"name": job.model_name, "state": job.state} for job in jobs if job not in scored]
+    scored_ids = {job.id for job in scored}
+    not_scored = [{"name": job.model_name, "state": job.state} for job in jobs if job.id not in scored_ids]
     return parse_rank_records(items), not_scored
 
 
