@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gscore.devices import resolve_device
 from gscore.errors import DatasetError, JobCancelled, MeasureError, SpecError
 from gscore.measure_registry import CLUSTERING_MEASURES, DEFAULT_MEASURES, MEASURES
 
@@ -57,17 +58,6 @@ class ScoringOutcome:
     sub: torch.Tensor | None = None
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError("device 'cuda' was requested but no CUDA device is available", field="device")
-    if name == "cpu" or name.startswith("cuda"):
-        return torch.device(name)
-    raise SpecError(f"device must be one of auto, cpu, cuda (got {name!r})", field="device")
-
-
 def _data_dir(request: ScoreRequest) -> Path:
     if request.data_dir is not None:
         return Path(request.data_dir)
@@ -83,8 +73,9 @@ def _dataset_has_hierarchy(request: ScoreRequest) -> bool:
     name = request.dataset
     builtin_name = name.strip().lower()  # as datasets.load_probe_set reads names
     if builtin_name in datasets.BUILTIN_DATASET_NAMES:
-        datasets.check_installed(builtin_name, _data_dir(request))
-        info = next(d for d in datasets.builtin_datasets(_data_dir(request)) if d["name"] == builtin_name)
+        data_dir = _data_dir(request)
+        datasets.check_installed(builtin_name, data_dir)
+        info = next(d for d in datasets.builtin_datasets(data_dir) if d["name"] == builtin_name)
         return bool(info["hierarchy"])
     if not name.lower().endswith(".npz"):
         raise DatasetError(

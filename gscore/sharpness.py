@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from gscore.devices import resolve_device
 from gscore.errors import JobCancelled, MeasureError
 from gscore.measure_registry import MEASURES
 
@@ -121,12 +122,6 @@ def _class_interleaved_order(labels: Tensor) -> Tensor:
         members = torch.nonzero(labels == c).reshape(-1)
         position[members] = (torch.arange(members.numel(), dtype=torch.float64) + 0.5) / members.numel()
     return torch.sort(position, stable=True).indices
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _wrong(logits: Tensor, labels: Tensor) -> Tensor:
@@ -528,7 +523,7 @@ def _random_sharpness(
         batch_size=batch_size,
         copies_per_pass=copies_per_pass,
     )
-    resolved = _resolve_device(device)
+    resolved = resolve_device(device)
     if batched is None:
         batched = resolved.type == "cuda"
 
@@ -682,7 +677,7 @@ def worst_sharpness(
         upper=upper,
         seed=seed,
         batch_size=batch_size,
-        device=_resolve_device(device),
+        device=resolve_device(device),
         progress=progress,
         should_cancel=should_cancel,
         parameters={"ascent_steps": ascent_steps, "ascent_lr": ascent_lr},
