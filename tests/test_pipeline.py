@@ -368,3 +368,13 @@ def test_demo_bad_output_directory_or_epochs_is_a_clear_error(tmp_path, capsys):
     code, out, err = run_cli(["demo", "--out", str(tmp_path / "d"), "--epochs", "0"], capsys)
     assert code == 2 and out == "" and "epochs must be a positive integer" in err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("device", "needle"), [("tpu", "must be one of auto, cpu, cuda"), ("cuda:0", "no CUDA")]
+)
+def test_unusable_device_is_a_clear_error(cnn_checkpoint, capsys, device, needle):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    code, out, err = score_cli(capsys, cnn_checkpoint, "digits", "--device", device)
+    assert code == 2 and out == "" and needle in err and "Traceback" not in err
