@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gscore.errors import GScoreError, SpecError
+from gscore.measure_registry import CLUSTERING_MEASURES, MEASURES
 
 
 def parse_json_or_file(text: str, what: str) -> Any:
@@ -63,17 +64,24 @@ def _progress_printer(enabled: bool):  # -> ProgressCallback
 
 
 def format_scores_table(result: dict[str, Any]) -> str:
-    """A readable table of scores with orientation, then one line of meta."""
-    from gscore.measure_registry import MEASURES
-
+    """A readable table of scores with orientation and status, warnings under their measure, then one
+    line of meta."""
     lines = [f"{'measure':<26} {'value':>12}  meaning"]
+    statuses = result.get("status", {})
     for name, value in result["scores"].items():
         info = MEASURES.get(name)
         direction = "higher = better generalization" if (info and info.orientation > 0) else "lower = better"
         title = info.title if info else ""
-        lines.append(f"{name:<26} {value:>12.6g}  {title} ({direction})")
+        status = statuses.get(name, {})
+        if value is None:
+            lines.append(f"{name:<26} {status.get('status', 'n/a'):>12}  {status.get('reason') or ''}")
+        else:
+            lines.append(f"{name:<26} {value:>12.6g}  {title} ({direction})")
+        lines += [f"{'':<26} {'warning':>12}  {warning}" for warning in status.get("warnings", [])]
     meta = result["meta"]
     parts = [f"samples {meta['samples']}", f"classes {meta['classes']}"]
+    if "probe_accuracy" in meta:
+        parts.append(f"{meta['split']} accuracy {meta['probe_accuracy']:.4f}")
     if "neurons" in meta:
         parts += [f"neurons {meta['neurons']}", f"layers {meta['layers']}"]
     parts.append(f"device {meta['device']}")
@@ -87,8 +95,6 @@ def format_scores_table(result: dict[str, Any]) -> str:
 def check_dump_target(path: Path, measures: list[str] | None) -> None:
     """Refuse a --dump-activations target before any work is done: no activation measure among
     ``measures`` (None: the default set, which always has one), or no writable directory to write to."""
-    from gscore.measure_registry import CLUSTERING_MEASURES
-
     if measures is not None and not any(m in CLUSTERING_MEASURES for m in measures):
         raise SpecError("--dump-activations needs an activation measure (c1-c4)", field="dump-activations")
     directory = path.parent

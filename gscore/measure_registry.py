@@ -1,121 +1,115 @@
-"""What each measure is: its name, orientation, parameters and data needs.
+"""The measure table: every measure's name, orientation, parameters, needs and the function computing it.
 
-This is the single place the CLI, the pipeline, the service (``/v1/measures``)
-and the ranking code look up measures. Orientation is +1 when a higher value
-predicts better generalization, -1 when it predicts worse.
+The one place the CLI, the pipeline, the service (``/v1/measures``) and the ranking code look measures
+up. Adding a measure is its module of plain functions plus one entry here: the pipeline reads ``needs``
+to prepare the inputs once (one extraction pass for every activation measure, one training sample for
+every sharpness measure with the same size and seed) and calls ``compute(ctx, params)``
+(:mod:`gscore.measure_table`). Orientation is +1 when a higher value predicts better generalization,
+-1 when it predicts worse. Reading this module imports no torch: functions are named, imported on use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from gscore.measure_table import Measure
 
+__all__ = ["CLUSTERING_MEASURES", "DEFAULT_MEASURES", "MEASURES", "MeasureInfo", "orientation"]
 
-@dataclass(frozen=True)
-class MeasureInfo:
-    name: str
-    title: str
-    orientation: int
-    needs_hierarchy: bool
-    kind: str  # "activations" (from extracted pre-activations) or "perturbation" (sharpness)
-    parameters: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-
+MeasureInfo = Measure  # the name earlier releases used for an entry
 
 # Shared by the four sharpness measures: the size of the class-balanced training sample, bisection
 # steps, the seed of the noise/sample, the accuracy drop sought and the stopping tolerance.
-_SHARPNESS_PARAMETERS: dict[str, Any] = {
-    "samples": 2000,
-    "steps": 15,
-    "seed": 0,
-    "target_drop": 0.1,
-    "tolerance": 0.01,
-}
-_RANDOM_PARAMETERS: dict[str, Any] = {**_SHARPNESS_PARAMETERS, "draws": 10, "upper": 2.0}
-_WORST_PARAMETERS: dict[str, Any] = {
-    **_SHARPNESS_PARAMETERS,
-    "upper": 0.25,
-    "ascent_steps": 10,
-    "ascent_lr": 0.2,
-}
+_SHARPNESS_PARAMETERS = {"samples": 2000, "steps": 15, "seed": 0, "target_drop": 0.1, "tolerance": 0.01}
+_RANDOM_PARAMETERS = {**_SHARPNESS_PARAMETERS, "draws": 10, "upper": 2.0}
+_WORST_PARAMETERS = {**_SHARPNESS_PARAMETERS, "upper": 0.25, "ascent_steps": 10, "ascent_lr": 0.2}
 
-MEASURES: dict[str, MeasureInfo] = {
-    m.name: m
-    for m in [
-        MeasureInfo(
-            "c1",
-            "neuron-level subclass selectivity",
-            +1,
-            True,
-            "activations",
-            {"k": 30},
-            "median over subclasses of the top-k mean of neuron selectivities",
-        ),
-        MeasureInfo(
-            "c2",
-            "layer-level silhouette",
-            +1,
-            True,
-            "activations",
-            {"k": 5},
-            "median over subclasses of the top-k mean over layers of cosine silhouette values",
-        ),
-        MeasureInfo(
-            "c3",
-            "neuron-level variance",
-            +1,
-            False,
-            "activations",
-            {"k": 30},
-            "mean over classes of the top-k mean of std_class / std_all per neuron",
-        ),
-        MeasureInfo(
-            "c4",
-            "layer-level variance",
-            +1,
-            False,
-            "activations",
-            {"k": 5},
-            "mean over classes of the top-k mean over layers of the std of cosine distances ratio",
-        ),
-        MeasureInfo(
-            "random_sharpness",
-            "1/sigma' (random, all weights)",
-            -1,
-            False,
-            "perturbation",
-            dict(_RANDOM_PARAMETERS),
-            "inverse of the largest magnitude-aware Gaussian noise scale that costs 0.1 training accuracy",
-        ),
-        MeasureInfo(
-            "worst_sharpness",
-            "1/alpha' (worst case, all weights)",
-            -1,
-            False,
-            "perturbation",
-            dict(_WORST_PARAMETERS),
-            "inverse of the largest magnitude-aware box radius whose worst case costs 0.1 training accuracy",
-        ),
-        MeasureInfo(
-            "random_sharpness_kernels",
-            "1/sigma'' (random, kernels, batch statistics)",
-            -1,
-            False,
-            "perturbation",
-            dict(_RANDOM_PARAMETERS),
-            "as 1/sigma' perturbing only conv/linear kernels, normalization in batch-statistics mode",
-        ),
-        MeasureInfo(
-            "worst_sharpness_kernels",
-            "1/alpha'' (worst case, kernels, batch statistics)",
-            -1,
-            False,
-            "perturbation",
-            dict(_WORST_PARAMETERS),
-            "as 1/alpha' perturbing only conv/linear kernels, normalization in batch-statistics mode",
-        ),
-    ]
-}
+_ACTIVATIONS = frozenset({"activations", "probe"})
+_HIERARCHY = frozenset({"activations", "probe", "hierarchy"})
+_TRAINING = frozenset({"training_sample", "model"})
+
+_ENTRIES = [
+    Measure(
+        "c1",
+        "neuron-level subclass selectivity",
+        +1,
+        _HIERARCHY,
+        "activations",
+        "gscore.measures:c1_measure",
+        {"k": 30},
+        description="median over subclasses of the top-k mean of neuron selectivities",
+    ),
+    Measure(
+        "c2",
+        "layer-level silhouette",
+        +1,
+        _HIERARCHY,
+        "activations",
+        "gscore.measures:c2_measure",
+        {"k": 5},
+        description="median over subclasses of the top-k mean over layers of cosine silhouette values",
+    ),
+    Measure(
+        "c3",
+        "neuron-level variance",
+        +1,
+        _ACTIVATIONS,
+        "activations",
+        "gscore.measures:c3_measure",
+        {"k": 30},
+        description="mean over classes of the top-k mean of std_class / std_all per neuron",
+    ),
+    Measure(
+        "c4",
+        "layer-level variance",
+        +1,
+        _ACTIVATIONS,
+        "activations",
+        "gscore.measures:c4_measure",
+        {"k": 5},
+        description="mean over classes of the top-k mean over layers of the std of cosine distances ratio",
+    ),
+    Measure(
+        "random_sharpness",
+        "1/sigma' (random, all weights)",
+        -1,
+        _TRAINING,
+        "perturbation",
+        "gscore.sharpness:random_sharpness_measure",
+        dict(_RANDOM_PARAMETERS),
+        description="inverse of the largest magnitude-aware Gaussian noise scale that costs 0.1 training accuracy",
+    ),
+    Measure(
+        "worst_sharpness",
+        "1/alpha' (worst case, all weights)",
+        -1,
+        _TRAINING,
+        "perturbation",
+        "gscore.sharpness:worst_sharpness_measure",
+        dict(_WORST_PARAMETERS),
+        description="inverse of the largest magnitude-aware box radius whose worst case costs 0.1 training accuracy",
+    ),
+    Measure(
+        "random_sharpness_kernels",
+        "1/sigma'' (random, kernels, batch statistics)",
+        -1,
+        _TRAINING,
+        "perturbation",
+        "gscore.sharpness:random_sharpness_kernels_measure",
+        dict(_RANDOM_PARAMETERS),
+        description="as 1/sigma' perturbing only conv/linear kernels, normalization in batch-statistics mode",
+    ),
+    Measure(
+        "worst_sharpness_kernels",
+        "1/alpha'' (worst case, kernels, batch statistics)",
+        -1,
+        _TRAINING,
+        "perturbation",
+        "gscore.sharpness:worst_sharpness_kernels_measure",
+        dict(_WORST_PARAMETERS),
+        description="as 1/alpha' perturbing only conv/linear kernels, normalization in batch-statistics mode",
+    ),
+]
+
+MEASURES: dict[str, Measure] = {m.name: m for m in _ENTRIES}
 
 CLUSTERING_MEASURES: tuple[str, ...] = ("c1", "c2", "c3", "c4")
 DEFAULT_MEASURES: tuple[str, ...] = CLUSTERING_MEASURES

@@ -51,12 +51,17 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from gscore.errors import MeasureError
+from gscore.measure_table import MeasureOutcome, MeasureUndefined
+
+if TYPE_CHECKING:
+    from gscore.measure_inputs import MeasureContext
 
 __all__ = ["layer_silhouette", "layer_variance", "neuron_variance", "subclass_selectivity", "topk_mean"]
 
@@ -615,3 +620,85 @@ def _pair_std(sum_sq: Tensor, gram_sq: Tensor, nonzero: Tensor, count: Tensor) -
     # included), which can dwarf mean_square when the similarities are small.
     var = torch.where(var > _RELATIVE_VARIANCE_FLOOR * gram_sq / pairs, var, 0.0)
     return var.sqrt()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measure-table functions: ``compute(ctx, params) -> MeasureOutcome`` (gscore.measure_table)
+# ----------------------------------------------------------------------------------------------------
+
+# A class or subclass with fewer samples than this makes a mean/std-based score noisy.
+MIN_GROUP_SAMPLES = 5
+
+
+def _group_size_warnings(labels: Tensor | None, what: str) -> list[str]:
+    if labels is None:
+        return []
+    _, counts = torch.unique(labels, return_counts=True)
+    small = int((counts < MIN_GROUP_SAMPLES).sum())
+    if not small:
+        return []
+    return [f"{small} {what}(es) have fewer than {MIN_GROUP_SAMPLES} samples (smallest: {int(counts.min())})"]
+
+
+def _topk_warning(k: int, available: int, unit: str) -> list[str]:
+    if k < available:
+        return []
+    return [f"k = {k} >= the {available} {unit}s: top-k is the plain mean over all of them"]
+
+
+def _clustering_outcome(ctx: MeasureContext, params: dict[str, Any], name: str) -> MeasureOutcome:
+    activations = ctx.activations()
+    probe = ctx.probe
+    pre, layer_of = activations.pre, activations.layer_of
+    y = probe.y.to(pre.device)
+    sub = probe.sub.to(pre.device) if probe.sub is not None else None
+    k = int(params["k"])
+    neurons, layers = int(pre.shape[1]), activations.num_layers
+    warnings: list[str] = []
+    if name in ("c1", "c3"):
+        warnings += _topk_warning(k, neurons, "neuron")
+    else:
+        warnings += _topk_warning(k, layers, "layer")
+    if name in ("c1", "c2"):
+        warnings += _group_size_warnings(sub, "subclass")
+        _, sup_of = torch.unique(y, return_inverse=True)
+        pairs = torch.unique(torch.stack([sup_of, sub]), dim=1)[0]
+        subs_per_sup = torch.bincount(pairs)
+        if name == "c1" and k >= neurons and bool((subs_per_sup == 2).all()):
+            raise MeasureUndefined(
+                f"c1 is 0 by construction here: every superclass has two subclasses and k = {k} >= the "
+                f"{neurons} neurons, so the two subclasses' selectivities are exact opposites and their "
+                "median is 0; use a smaller k or a wider model"
+            )
+    else:
+        warnings += _group_size_warnings(y, "class")
+    ctx.check_cancel()
+    if name == "c1":
+        value = subclass_selectivity(pre, y, sub, k=k)
+    elif name == "c2":
+        value = layer_silhouette(pre, layer_of, y, sub, k=k)
+    elif name == "c3":
+        value = neuron_variance(pre, y, k=k)
+    else:
+        value = layer_variance(pre, layer_of, y, k=k)
+    return MeasureOutcome(float(value), warnings=warnings)
+
+
+def c1_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """c1 of the run's probe set (``ctx.activations()``); see :func:`subclass_selectivity`."""
+    return _clustering_outcome(ctx, params, "c1")
+
+
+def c2_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """c2 of the run's probe set; see :func:`layer_silhouette`."""
+    return _clustering_outcome(ctx, params, "c2")
+
+
+def c3_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """c3 of the run's probe set; see :func:`neuron_variance`."""
+    return _clustering_outcome(ctx, params, "c3")
+
+
+def c4_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """c4 of the run's probe set; see :func:`layer_variance`."""
+    return _clustering_outcome(ctx, params, "c4")

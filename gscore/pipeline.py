@@ -3,29 +3,42 @@
     request = ScoreRequest(checkpoint=Path("m.safetensors"), arch={...}, dataset="digits")
     validate_request(request)          # cheap checks, raises GScoreError subclasses
     result = score(request, progress=cb, should_cancel=cb)
-    result == {"scores": {"c3": 0.41, ...}, "meta": {...}}
+    result == {"scores": {"c3": 0.41, ...}, "status": {"c3": {"status": "ok", ...}}, "meta": {...}}
 
 Stages reported through ``progress(stage, done, total)``: ``load``, ``extract``
-(samples), ``measures`` (measures done), and one stage per sharpness measure
-(bisection steps).
+(samples), ``measures`` (activation measures done), and one stage per other
+measure, named after it (sharpness: bisection steps).
+
+Every measure of the request gets a status (``result["status"][name]``: ``ok``,
+``undefined`` or ``failed`` with a ``reason`` and ``warnings``); its score is None
+unless ``ok``. The run fails only when no requested measure could be computed.
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from gscore import datasets
+from gscore.checkpoints import load_into, read_state_dict
 from gscore.devices import resolve_device
-from gscore.errors import DatasetError, JobCancelled, MeasureError, SpecError
-from gscore.measure_registry import CLUSTERING_MEASURES, DEFAULT_MEASURES, MEASURES
+from gscore.errors import DatasetError, GScoreError, JobCancelled, MeasureError, SpecError
+from gscore.extraction import Activations
+from gscore.measure_inputs import MeasureContext, ProbeKey
+from gscore.measure_registry import DEFAULT_MEASURES, MEASURES
+from gscore.measure_table import FAILED, OK, UNDEFINED, MeasureResult, MeasureUndefined, check_parameter
+from gscore.settings import get_settings
+from models import ArchSpec, build_model, input_normalization, parse_arch_spec
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 CancelCheck = Callable[[], bool]
@@ -53,7 +66,7 @@ class ScoringOutcome:
     """Everything a run produced: the JSON-able result plus the activations (for --dump-activations)."""
 
     result: dict[str, Any]
-    activations: Any | None  # gscore.extraction.Activations when activation measures ran
+    activations: Activations | None  # when activation measures ran on the request's probe set
     y: torch.Tensor | None = None
     sub: torch.Tensor | None = None
 
@@ -61,15 +74,11 @@ class ScoringOutcome:
 def _data_dir(request: ScoreRequest) -> Path:
     if request.data_dir is not None:
         return Path(request.data_dir)
-    from gscore.settings import get_settings
-
     return get_settings().resolved_datasets_dir
 
 
 def _dataset_has_hierarchy(request: ScoreRequest) -> bool:
     """Cheap look-up without loading the data: the built-in catalogue, or the keys of the .npz."""
-    from gscore import datasets
-
     name = request.dataset
     builtin_name = name.strip().lower()  # as datasets.load_probe_set reads names
     if builtin_name in datasets.BUILTIN_DATASET_NAMES:
@@ -85,8 +94,6 @@ def _dataset_has_hierarchy(request: ScoreRequest) -> bool:
     path = Path(name)
     if not path.is_file():
         raise DatasetError(f"dataset file {name} does not exist")
-    import numpy as np
-
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
@@ -142,28 +149,15 @@ def measure_parameters(request: ScoreRequest, measures: list[str]) -> dict[str, 
                     f"unknown parameter {key!r} for {name}; allowed: {', '.join(defaults) or 'none'}",
                     field=f"params.{name}.{key}",
                 )
-            default = defaults[key]
-            if isinstance(default, int) and not isinstance(default, bool):
-                lowest, kind = (0, "an integer in [0, 2**64)") if key == "seed" else (1, "a positive integer")
-                if not isinstance(value, int) or isinstance(value, bool) or not lowest <= value < 2**64:
-                    raise SpecError(
-                        f"params.{name}.{key} must be {kind} (got {value!r})", field=f"params.{name}.{key}"
-                    )
-            elif isinstance(default, float) and (
-                not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf
-            ):
-                raise SpecError(
-                    f"params.{name}.{key} must be a positive number (got {value!r})",
-                    field=f"params.{name}.{key}",
-                )
+            problem = check_parameter(name, key, value, defaults[key], MEASURES[name].rules.get(key))
+            if problem:
+                raise SpecError(problem, field=f"params.{name}.{key}")
         resolved[name] = {**defaults, **given}
     return resolved
 
 
 def validate_request(request: ScoreRequest) -> None:
     """Cheap checks that need no checkpoint read: arch spec, split, measures, params, dataset availability."""
-    from models import parse_arch_spec
-
     parse_arch_spec(request.arch)
     _check_options(request)
     has_hierarchy = _dataset_has_hierarchy(request)
@@ -187,9 +181,6 @@ def _check_cancel(should_cancel: CancelCheck | None) -> None:
 
 def load_model(request: ScoreRequest, default_normalization: Any) -> nn.Module:
     """Build the architecture, load the checkpoint safely, and prepend its input normalization."""
-    from gscore.checkpoints import load_into, read_state_dict
-    from models import build_model, input_normalization, parse_arch_spec
-
     spec = parse_arch_spec(request.arch)
     model = build_model(spec)
     load_into(model, read_state_dict(request.checkpoint))
@@ -199,11 +190,11 @@ def load_model(request: ScoreRequest, default_normalization: Any) -> nn.Module:
     return model.eval()
 
 
-def check_model_fits(model: nn.Module, arch: Any, probe: Any, device: torch.device) -> None:
+def check_model_fits(
+    model: nn.Module, arch: dict[str, Any] | ArchSpec, probe: datasets.ProbeSet, device: torch.device
+) -> None:
     """One forward pass on the first probe samples: the model must take the dataset's images and have
     at least one output per class of ``y`` (the labels it was trained on); else a SpecError."""
-    from models import parse_arch_spec
-
     spec = parse_arch_spec(arch)
     shape = list(probe.x.shape[1:])
     where = f"dataset {probe.name!r} has images of shape {shape} ([C, H, W])"
@@ -245,10 +236,7 @@ def run(
     should_cancel: CancelCheck | None = None,
 ) -> ScoringOutcome:
     """The whole scoring run; see :func:`score` for the result's shape."""
-    from gscore import datasets
-
     report = progress or (lambda stage, done, total: None)
-    timings: dict[str, float] = {}
     device = resolve_device(request.device)
     _check_options(request)
     has_hierarchy = _dataset_has_hierarchy(request)
@@ -266,10 +254,27 @@ def run(
     model = load_model(request, probe.default_normalization).to(device)
     check_model_fits(model, request.arch, probe, device)
     report("load", 1, 1)
-    timings["load"] = time.perf_counter() - started
+    load_seconds = time.perf_counter() - started
     _check_cancel(should_cancel)
 
-    scores: dict[str, float] = {}
+    ctx = MeasureContext(
+        model=model,
+        device=device,
+        dataset=request.dataset,
+        data_dir=data_dir,
+        probe=probe,
+        probe_key=ProbeKey(request.split, None, request.seed),
+        samples_per_class=request.samples_per_class,
+        batch_size=request.batch_size,
+        seed=request.seed,
+        plan=[(MEASURES[name], params[name]) for name in measures],
+        progress=report,
+        should_cancel=should_cancel,
+    )
+    ctx.timings["load"] = load_seconds
+    ctx.set_split_set(request.split, split_set)
+    results = compute_measures(ctx)
+
     meta: dict[str, Any] = {
         "dataset": request.dataset if not request.dataset.endswith(".npz") else Path(request.dataset).name,
         "split": request.split,
@@ -279,146 +284,83 @@ def run(
         "parameters": params,
         "seed": request.seed,
         "torch": torch.__version__,
+        "probe_accuracy": round(ctx.probe_accuracy(), 6),
     }
     if notes:
         meta["notes"] = notes
-
-    activations = None
-    activation_measures = [m for m in measures if m in CLUSTERING_MEASURES]
-    if activation_measures:
-        activations = _activation_scores(
-            model,
-            probe,
-            activation_measures,
-            params,
-            device,
-            request.batch_size,
-            report,
-            should_cancel,
-            scores,
-            timings,
-        )
+    activations = ctx.extracted()
+    if activations is not None and activations.pre.shape[1] > 0:
         meta["neurons"] = int(activations.pre.shape[1])
         meta["layers"] = activations.num_layers
-
-    sharpness_measures = [m for m in measures if MEASURES[m].kind == "perturbation"]
-    if sharpness_measures:
-        # sharpness samples the full training split: reuse it when that is what was loaded
-        train = (
-            split_set
-            if request.split == "train"
-            else datasets.load_probe_set(request.dataset, "train", data_dir)
-        )
-        meta["sharpness"] = _sharpness_scores(
-            model,
-            train,
-            sharpness_measures,
-            params,
-            device,
-            report,
-            should_cancel,
-            scores,
-            timings,
-        )
-
-    meta["seconds"] = {stage: round(seconds, 4) for stage, seconds in timings.items()}
-    meta["seconds"]["total"] = round(sum(timings.values()), 4)
-    result = {"scores": {m: scores[m] for m in measures}, "meta": meta}
+    sharpness = {
+        r.name: r.meta for r in results if MEASURES[r.name].kind == "perturbation" and r.status == OK
+    }
+    if sharpness:
+        meta["sharpness"] = sharpness
+    details = {r.name: r.meta for r in results if MEASURES[r.name].kind != "perturbation" and r.meta}
+    if details:
+        meta["measures"] = details
+    warnings = {r.name: r.warnings for r in results if r.warnings}
+    if warnings:
+        meta["warnings"] = warnings
+    meta["seconds"] = {stage: round(seconds, 4) for stage, seconds in ctx.timings.items()}
+    meta["seconds"]["total"] = round(sum(ctx.timings.values()), 4)
+    result = {
+        "scores": {r.name: r.value for r in results},
+        "status": {r.name: r.status_document() for r in results},
+        "meta": meta,
+    }
     return ScoringOutcome(result, activations, probe.y, probe.sub)
 
 
-def _activation_scores(
-    model: nn.Module,
-    probe: Any,
-    measures: list[str],
-    params: dict[str, dict[str, Any]],
-    device: torch.device,
-    batch_size: int,
-    report: ProgressCallback,
-    should_cancel: CancelCheck | None,
-    scores: dict[str, float],
-    timings: dict[str, float],
-) -> Any:
-    from gscore import measures as clustering
-    from gscore.extraction import extract_preactivations
-
-    started = time.perf_counter()
-    activations = extract_preactivations(
-        model,
-        probe.batches(batch_size),
-        num_samples=len(probe),
-        device=device,
-        progress=lambda done, total: report("extract", done, total),
-        should_cancel=should_cancel,
-    )
-    timings["extract"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    pre, layer_of = activations.pre, activations.layer_of
-    y = probe.y.to(pre.device)
-    sub = probe.sub.to(pre.device) if probe.sub is not None else None
-    compute = {
-        "c1": lambda k: clustering.subclass_selectivity(pre, y, sub, k=k),
-        "c2": lambda k: clustering.layer_silhouette(pre, layer_of, y, sub, k=k),
-        "c3": lambda k: clustering.neuron_variance(pre, y, k=k),
-        "c4": lambda k: clustering.layer_variance(pre, layer_of, y, k=k),
-    }
-    for index, name in enumerate(measures):
-        report("measures", index, len(measures))
-        _check_cancel(should_cancel)
-        scores[name] = float(compute[name](params[name]["k"]))
-    report("measures", len(measures), len(measures))
-    timings["measures"] = time.perf_counter() - started
-    return activations
-
-
-def _sharpness_scores(
-    model: nn.Module,
-    train: Any,
-    measures: list[str],
-    params: dict[str, dict[str, Any]],
-    device: torch.device,
-    report: ProgressCallback,
-    should_cancel: CancelCheck | None,
-    scores: dict[str, float],
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    """Sharpness runs on a seeded class-balanced sample of ``train``, the full TRAINING split
-    (docs/measures.md); measures with the same sample size and seed share one sample."""
-    from gscore import datasets
-    from gscore.sharpness import SHARPNESS_MEASURES
-
-    @functools.cache
-    def sample_of(per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sample = datasets.balanced_subset(train, per_class, seed=seed)
-        return torch.cat(list(sample.batches(max(1, len(sample))))), sample.y
-
-    details: dict[str, Any] = {}
-    for name in measures:
+def compute_measures(ctx: MeasureContext) -> list[MeasureResult]:
+    """Compute every measure of ``ctx.plan`` in order, each with its status; the inputs they need are
+    prepared on first use and shared (:class:`MeasureContext`). Raises ``MeasureError`` when none of
+    them could be computed, ``JobCancelled`` when the run is cancelled."""
+    results: list[MeasureResult] = []
+    grouped = [m.name for m, _ in ctx.plan if m.kind == "activations"]
+    for measure, params in ctx.plan:
+        ctx.check_cancel()
+        if measure.kind == "activations":
+            try:
+                ctx.activations()  # the extraction is its own stage, timed apart from the measures
+            except MeasureError:
+                pass  # each activation measure reports the reason below
+            ctx.report("measures", grouped.index(measure.name), len(grouped))
         started = time.perf_counter()
-        options = dict(params[name])
-        per_class = max(1, math.ceil(int(options.pop("samples")) / train.num_classes))
-        x, y = sample_of(per_class, int(options.get("seed", 0)))
-        result = SHARPNESS_MEASURES[name](
-            model,
-            x,
-            y,
-            device=device,
-            progress=lambda done, total, stage=name: report(stage, done, total),
-            should_cancel=should_cancel,
-            **options,
+        results.append(_compute_one(ctx, measure.name, measure.compute, params))
+        stage = "measures" if measure.kind == "activations" else measure.name
+        ctx.timings[stage] = ctx.timings.get(stage, 0.0) + time.perf_counter() - started
+        if measure.kind == "activations" and measure.name == grouped[-1]:
+            ctx.report("measures", len(grouped), len(grouped))
+    if results and all(r.status != OK for r in results):
+        reasons = "; ".join(f"{r.name}: {r.reason}" for r in results)
+        raise MeasureError(
+            reasons if len(results) == 1 else f"no requested measure could be computed ({reasons})"
         )
-        scores[name] = float(result.value)
-        details[name] = {
-            "scale": result.scale,
-            "base_accuracy": result.base_accuracy,
-            "steps": result.steps,
-            "samples": len(y),
-            "parameters": result.parameters,
-            "diagnostics": result.diagnostics,  # converged, bracket, error at the scale, evaluations
-        }
-        timings[name] = time.perf_counter() - started
-    return details
+    return results
+
+
+def _compute_one(
+    ctx: MeasureContext, name: str, compute: Callable[..., Any], params: dict[str, Any]
+) -> MeasureResult:
+    try:
+        outcome = compute(ctx, dict(params))
+    except JobCancelled:
+        raise
+    except MeasureUndefined as exc:
+        return MeasureResult(name, UNDEFINED, reason=str(exc))
+    except GScoreError as exc:
+        return MeasureResult(name, FAILED, reason=str(exc))
+    except torch.OutOfMemoryError:
+        return MeasureResult(name, FAILED, reason=f"out of memory on {ctx.device} while computing {name}")
+    except (RuntimeError, ValueError, ArithmeticError, IndexError) as exc:
+        log.exception("measure %s failed", name)
+        return MeasureResult(name, FAILED, reason=f"{type(exc).__name__}: {exc}")
+    value = float(outcome.value)
+    if not np.isfinite(value):
+        return MeasureResult(name, FAILED, reason=f"{name} is not finite ({value})", meta=outcome.meta)
+    return MeasureResult(name, OK, value=value, meta=outcome.meta, warnings=list(outcome.warnings))
 
 
 def score(
@@ -426,9 +368,11 @@ def score(
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> dict[str, Any]:
-    """Run the whole scoring; returns ``{"scores": {name: float}, "meta": {...}}``.
+    """Run the whole scoring; returns ``{"scores": {name: float | None}, "status": {...}, "meta": {...}}``.
 
-    ``meta`` holds samples, classes, neurons, layers, device, the measure parameters used,
-    notes on skipped measures and ``seconds`` per stage.
+    ``status[name]`` is ``{"status": "ok" | "undefined" | "failed", "reason", "warnings"}``; ``meta``
+    holds samples, classes, neurons, layers, device, ``probe_accuracy`` (top-1 on the probe set, the
+    training accuracy when ``split`` is ``train``), the measure parameters used, per-measure details
+    (``sharpness``, ``measures``), ``warnings``, notes on skipped measures and ``seconds`` per stage.
     """
     return run(request, progress, should_cancel).result

@@ -51,7 +51,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,10 @@ from torch.func import functional_call, vmap
 from gscore.devices import resolve_device
 from gscore.errors import JobCancelled, MeasureError
 from gscore.measure_registry import MEASURES
+from gscore.measure_table import MeasureOutcome, MeasureUndefined
+
+if TYPE_CHECKING:
+    from gscore.measure_inputs import MeasureContext
 
 __all__ = [
     "MAGNITUDE_EPS",
@@ -76,7 +80,7 @@ __all__ = [
 
 MAGNITUDE_EPS = 1e-3
 MAX_WIDENINGS = 10  # the upper bound may double this many times (x1024)
-# defaults live in the measure registry (one place for the CLI, the service and these functions)
+# defaults live in the measure table (one place for the CLI, the service and these functions)
 DEFAULT_RANDOM_UPPER: float = MEASURES["random_sharpness"].parameters["upper"]
 DEFAULT_WORST_UPPER: float = MEASURES["worst_sharpness"].parameters["upper"]
 DEFAULT_ASCENT_STEPS: int = MEASURES["worst_sharpness"].parameters["ascent_steps"]
@@ -405,7 +409,7 @@ def _base(ev: _Evaluator, target_drop: float) -> tuple[float, float]:
     """(base error, threshold); MeasureError when the accuracy cannot drop by target_drop."""
     base_error = int(ev.wrong_count({})) / ev.samples
     if 1 - base_error < target_drop:
-        raise MeasureError(
+        raise MeasureUndefined(
             f"training accuracy on the sample is {1 - base_error:.3f}, below the target drop {target_drop}: "
             "sharpness is undefined for this model"
         )
@@ -459,6 +463,8 @@ def _solve(
     the crossing of the threshold; the result records every parameter used (``parameters`` adds the
     measure's own)."""
     check_cancel = _canceller(should_cancel)
+    if progress is not None:  # the stage starts now: set-up and widening are part of it
+        progress(0, steps)
     ev = _Evaluator(model, x, y, kernels_only=kernels_only, batch_size=batch_size, device=device)
     base_error, threshold = _base(ev, target_drop)
     setup = _Setup(ev, _unit_scales(ev, magnitude_aware), threshold, check_cancel)
@@ -700,3 +706,68 @@ SHARPNESS_MEASURES: dict[str, Callable[..., SharpnessResult]] = {
     "random_sharpness_kernels": random_sharpness_kernels,
     "worst_sharpness_kernels": worst_sharpness_kernels,
 }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measure-table functions: ``compute(ctx, params) -> MeasureOutcome`` (gscore.measure_table)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _sharpness_outcome(ctx: MeasureContext, params: dict[str, Any], name: str) -> MeasureOutcome:
+    """Run sharpness measure ``name`` on the run's seeded class-balanced sample of the whole TRAINING
+    split (measures with the same ``samples`` and ``seed`` share it); details and warnings for meta."""
+    options = dict(params)
+    x, y = ctx.training_sample_of(int(options.pop("samples")), int(options.get("seed", 0)))
+    result = SHARPNESS_MEASURES[name](
+        ctx.model,
+        x,
+        y,
+        device=ctx.device,
+        progress=lambda done, total: ctx.report(name, done, total),
+        should_cancel=ctx.should_cancel,
+        **options,
+    )
+    diagnostics = result.diagnostics
+    warnings: list[str] = []
+    widenings = int(diagnostics.get("widenings", 0))
+    if widenings >= MAX_WIDENINGS and diagnostics.get("converged") is False:
+        warnings.append(
+            f"the accuracy never dropped by {params['target_drop']} up to scale {diagnostics.get('upper_used')}: "
+            "the value is a bound (the model is flatter than this measure resolves)"
+        )
+    elif diagnostics.get("converged") is False:
+        warnings.append(
+            f"the bisection did not converge within {params['steps']} steps (final bracket "
+            f"{diagnostics.get('bracket')}); the value is the bracket's midpoint"
+        )
+    if 0 < widenings < MAX_WIDENINGS:
+        warnings.append(f"the search bound was widened {widenings} time(s) past `upper`")
+    meta = {
+        "scale": result.scale,
+        "base_accuracy": result.base_accuracy,
+        "steps": result.steps,
+        "samples": len(y),
+        "parameters": result.parameters,
+        "diagnostics": diagnostics,  # converged, bracket, error at the scale, evaluations
+    }
+    return MeasureOutcome(float(result.value), meta=meta, warnings=warnings)
+
+
+def random_sharpness_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """1/sigma' on the run's training sample; see :func:`random_sharpness`."""
+    return _sharpness_outcome(ctx, params, "random_sharpness")
+
+
+def worst_sharpness_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """1/alpha' on the run's training sample; see :func:`worst_sharpness`."""
+    return _sharpness_outcome(ctx, params, "worst_sharpness")
+
+
+def random_sharpness_kernels_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """1/sigma'' on the run's training sample; see :func:`random_sharpness_kernels`."""
+    return _sharpness_outcome(ctx, params, "random_sharpness_kernels")
+
+
+def worst_sharpness_kernels_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """1/alpha'' on the run's training sample; see :func:`worst_sharpness_kernels`."""
+    return _sharpness_outcome(ctx, params, "worst_sharpness_kernels")
