@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gscore import datasets
-from gscore.errors import JobCancelled, MeasureError
+from gscore.errors import DatasetError, JobCancelled, MeasureError
 from gscore.extraction import Activations, extract_preactivations
 from gscore.measure_table import Measure, MeasureUndefined
 
@@ -52,7 +52,7 @@ class MeasureContext:
 
     model: nn.Module
     device: torch.device
-    dataset: str
+    dataset: str | None  # None: in-memory data, only the splits given with set_split_set exist
     data_dir: Path
     probe: datasets.ProbeSet
     probe_key: ProbeKey
@@ -98,6 +98,11 @@ class MeasureContext:
     def split_set(self, split: str) -> datasets.ProbeSet:
         """The whole ``split`` of the run's dataset, read once."""
         if split not in self._splits:
+            if self.dataset is None:
+                raise DatasetError(
+                    f"no {split!r} split was given (in-memory data has only {', '.join(self._splits)}); "
+                    f"pass one for the measures that read the {split} split"
+                )
             self._splits[split] = datasets.load_probe_set(self.dataset, split, self.data_dir)
         return self._splits[split]
 

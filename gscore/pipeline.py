@@ -256,33 +256,77 @@ def run(
     report("load", 1, 1)
     load_seconds = time.perf_counter() - started
     _check_cancel(should_cancel)
+    dataset_label = request.dataset if not request.dataset.endswith(".npz") else Path(request.dataset).name
+    return evaluate(
+        model,
+        probe,
+        measures,
+        params,
+        dataset=request.dataset,
+        dataset_label=dataset_label,
+        data_dir=data_dir,
+        splits={request.split: split_set},
+        samples_per_class=request.samples_per_class,
+        seed=request.seed,
+        batch_size=request.batch_size,
+        device=device,
+        notes=notes,
+        progress=report,
+        should_cancel=should_cancel,
+        timings={"load": load_seconds},
+    )
 
+
+def evaluate(
+    model: nn.Module,
+    probe: datasets.ProbeSet,
+    measures: list[str],
+    params: dict[str, dict[str, Any]],
+    *,
+    dataset: str | None,
+    dataset_label: str,
+    data_dir: Path,
+    splits: dict[str, datasets.ProbeSet],
+    samples_per_class: int | None,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    notes: list[str],
+    progress: ProgressCallback,
+    should_cancel: CancelCheck | None,
+    timings: dict[str, float],
+) -> ScoringOutcome:
+    """Score a loaded ``model`` (eval mode, on ``device``, normalization prepended) on ``probe`` (one of
+    ``splits``, subset): every measure of ``measures`` with its resolved ``params``. ``splits`` holds the
+    whole splits already loaded; others are read from ``dataset`` when a measure asks for them (``None``:
+    in-memory data, and a measure needing another split reports why it could not run)."""
     ctx = MeasureContext(
         model=model,
         device=device,
-        dataset=request.dataset,
+        dataset=dataset,
         data_dir=data_dir,
         probe=probe,
-        probe_key=ProbeKey(request.split, None, request.seed),
-        samples_per_class=request.samples_per_class,
-        batch_size=request.batch_size,
-        seed=request.seed,
+        probe_key=ProbeKey(probe.split, None, seed),
+        samples_per_class=samples_per_class,
+        batch_size=batch_size,
+        seed=seed,
         plan=[(MEASURES[name], params[name]) for name in measures],
-        progress=report,
+        progress=progress,
         should_cancel=should_cancel,
     )
-    ctx.timings["load"] = load_seconds
-    ctx.set_split_set(request.split, split_set)
+    ctx.timings.update(timings)
+    for split, whole in splits.items():
+        ctx.set_split_set(split, whole)
     results = compute_measures(ctx)
 
     meta: dict[str, Any] = {
-        "dataset": request.dataset if not request.dataset.endswith(".npz") else Path(request.dataset).name,
-        "split": request.split,
+        "dataset": dataset_label,
+        "split": probe.split,
         "samples": len(probe),
         "classes": probe.num_classes,
         "device": str(device),
         "parameters": params,
-        "seed": request.seed,
+        "seed": seed,
         "torch": torch.__version__,
         "probe_accuracy": round(ctx.probe_accuracy(), 6),
     }
@@ -292,9 +336,7 @@ def run(
     if activations is not None and activations.pre.shape[1] > 0:
         meta["neurons"] = int(activations.pre.shape[1])
         meta["layers"] = activations.num_layers
-    sharpness = {
-        r.name: r.meta for r in results if MEASURES[r.name].kind == "perturbation" and r.status == OK
-    }
+    sharpness = {r.name: r.meta for r in results if MEASURES[r.name].kind == "perturbation" and r.status == OK}
     if sharpness:
         meta["sharpness"] = sharpness
     details = {r.name: r.meta for r in results if MEASURES[r.name].kind != "perturbation" and r.meta}
