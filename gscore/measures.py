@@ -83,7 +83,19 @@ Columns = slice | Tensor
 def topk_mean(values: Tensor, k: int, dim: int = -1) -> Tensor:
     """Mean of the k largest (signed) entries of ``values`` along ``dim``; all of them if fewer than k.
 
-    Returns ``values`` with ``dim`` reduced (float; integer input is averaged in float64).
+    Parameters
+    ----------
+    values : Tensor
+        Any shape with at least one entry along ``dim``.
+    k : int
+        Number of largest entries averaged (>= 1).
+    dim : int
+        The reduced dimension.
+
+    Returns
+    -------
+    Tensor
+        ``values`` with ``dim`` reduced (float; integer input is averaged in float64).
     """
     k = _check_k(k)
     if values.ndim == 0 or values.shape[dim] == 0:
@@ -99,7 +111,22 @@ def subclass_selectivity(pre: Tensor, y: Tensor, sub: Tensor, k: int = 30) -> fl
 
     ``sel_n(i) = (mean_C - mean_R) / (std_C + std_R)`` of neuron n's pre-activations, C = samples of
     subclass i, R = the other samples of its superclass; 0 for a zero denominator and dead neurons.
-    ``pre`` [N, M], ``y`` [N] superclass, ``sub`` [N] subclass.
+
+    Parameters
+    ----------
+    pre : Tensor [N, M]
+        Pooled pre-activations, float, finite, N >= 2.
+    y : Tensor [N]
+        Integer superclass labels.
+    sub : Tensor [N]
+        Integer subclass labels nested in ``y`` (each superclass has >= 2 subclasses).
+    k : int
+        Neurons averaged per subclass (top-k, >= 1).
+
+    Returns
+    -------
+    float
+        c1 (higher predicts better generalization). Raises ``MeasureError`` for inputs that make it undefined.
     """
     k = _check_k(k)
     pre, col_max, _ = _check_pre(pre)
@@ -138,7 +165,23 @@ def layer_silhouette(pre: Tensor, layer_of: Tensor, y: Tensor, sub: Tensor, k: i
 
     ``sil_l(i)``: mean over the samples of subclass i of their silhouette values (scikit-learn's
     ``silhouette_samples``, cosine distance) within their superclass, clustered by subclass, in the
-    space ``relu(pre[:, layer_of == l])``. ``pre`` [N, M], ``layer_of`` [M], ``y``/``sub`` [N].
+    space ``relu(pre[:, layer_of == l])``.
+
+    Parameters
+    ----------
+    pre : Tensor [N, M]
+        Pooled pre-activations, float, finite.
+    layer_of : Tensor [M]
+        Integer layer index of each column.
+    y, sub : Tensor [N]
+        Integer superclass and nested subclass labels.
+    k : int
+        Layers averaged per subclass (top-k, >= 1).
+
+    Returns
+    -------
+    float
+        c2 (higher predicts better generalization).
     """
     k = _check_k(k)
     pre, _, _ = _check_pre(pre)
@@ -188,7 +231,21 @@ def layer_silhouette(pre: Tensor, layer_of: Tensor, y: Tensor, sub: Tensor, k: i
 def neuron_variance(pre: Tensor, y: Tensor, k: int = 30) -> float:
     """c3: ``mean_i topk_mean_n std_{C_i}(pre_n) / std_D(pre_n)`` over classes i of ``y``, neurons n.
 
-    Ratio 0 for a zero denominator and for dead neurons; k = 30 by default. ``pre`` [N, M], ``y`` [N].
+    Ratio 0 for a zero denominator and for dead neurons.
+
+    Parameters
+    ----------
+    pre : Tensor [N, M]
+        Pooled pre-activations, float, finite.
+    y : Tensor [N]
+        Integer class labels (>= 2 classes).
+    k : int
+        Neurons averaged per class (top-k, >= 1; default 30).
+
+    Returns
+    -------
+    float
+        c3 (higher predicts better generalization).
     """
     k = _check_k(k)
     pre, col_max, col_min = _check_pre(pre)
@@ -226,7 +283,23 @@ def layer_variance(pre: Tensor, layer_of: Tensor, y: Tensor, k: int = 5) -> floa
     Layer space: live neurons of the layer, each standardized over D (std 0 -> 0), minus its p-th
     percentile over D (numpy linear), relu; p = max(0, min(75, round(100 - 1000 / C))) for C live
     neurons. Sigma_l(E) = population std of the cosine distances over unordered pairs of distinct
-    samples of E. A layer without live neuron is dropped. ``pre`` [N, M], ``layer_of`` [M], ``y`` [N].
+    samples of E. A layer without live neuron is dropped.
+
+    Parameters
+    ----------
+    pre : Tensor [N, M]
+        Pooled pre-activations, float, finite.
+    layer_of : Tensor [M]
+        Integer layer index of each column.
+    y : Tensor [N]
+        Integer class labels (>= 2 classes, each with >= 2 samples).
+    k : int
+        Layers averaged per class (top-k, >= 1; default 5).
+
+    Returns
+    -------
+    float
+        c4 (higher predicts better generalization).
     """
     k = _check_k(k)
     pre, col_max, col_min = _check_pre(pre)

@@ -104,8 +104,19 @@ class SharpnessResult:
 
 
 def perturbed_parameter_names(model: nn.Module, kernels_only: bool) -> list[str]:
-    """Names (as in ``named_parameters()``) of the tensors a measure perturbs: all parameters, or only
-    the ``weight`` of convolution (``_ConvNd``) and ``nn.Linear`` modules."""
+    """Names (as in ``named_parameters()``) of the tensors a measure perturbs.
+
+    Parameters
+    ----------
+    model : nn.Module
+    kernels_only : bool
+        False: all parameters; True: only the ``weight`` of convolution (``_ConvNd``) and ``nn.Linear``.
+
+    Returns
+    -------
+    list of str
+        Parameter names in ``named_parameters()`` order.
+    """
     if not kernels_only:
         return [name for name, _ in model.named_parameters()]
     kernel_ids = {
@@ -597,7 +608,29 @@ def random_sharpness(
     time. Both use the same noise and give the same result, exactly. ``None`` (default) picks batched on
     CUDA and one-by-one on CPU, where vmap's grouped convolutions measured 2.5-6x slower than the loop
     (benchmarks/bench_sharpness.py). Raises ``JobCancelled`` between evaluations when ``should_cancel()``
-    is true, ``MeasureError`` for bad inputs or a model whose accuracy is below ``target_drop``.
+    is true, ``MeasureError`` for bad inputs, ``MeasureUndefined`` for a model whose accuracy is below
+    ``target_drop``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The classifier; never modified (a private copy is perturbed).
+    x : Tensor [N, C, H, W]
+        The training sample, float32, already normalized as the model expects (or with the normalization
+        inside ``model``).
+    y : Tensor [N]
+        Integer labels.
+    draws, steps, target_drop, tolerance, upper, seed
+        Noise draws per scale, bisection steps, accuracy drop sought, its tolerance, the first upper
+        bound of sigma (widened by doubling, at most ``MAX_WIDENINGS`` times), the noise seed.
+    batch_size, device, progress, should_cancel, copies_per_pass, batched
+        Evaluation batch, device, ``progress(steps_done, steps)``, cancellation check, vmap batching.
+
+    Returns
+    -------
+    SharpnessResult
+        ``value`` = 1 / sigma' (lower predicts better generalization), ``scale`` = sigma', the unperturbed
+        accuracy, steps taken, every parameter and the bisection's diagnostics.
     """
     return _random_sharpness(
         model,
@@ -643,6 +676,25 @@ def worst_sharpness(
     unperturbed one by ``target_drop``. Each ascent step is a full pass (forward and backward) over the
     sample; ``ascent_lr`` is the step as a fraction of the box half-width. ``seed`` is recorded, unused (the
     ascent is deterministic). Cancellation is checked between ascent steps.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The classifier; never modified (a private copy is perturbed).
+    x : Tensor [N, C, H, W]
+        The training sample, float32, as the model expects it.
+    y : Tensor [N]
+        Integer labels.
+    steps, target_drop, tolerance, upper, ascent_steps, ascent_lr, seed
+        Bisection steps, accuracy drop sought, its tolerance, the first upper bound of alpha, projected
+        sign-gradient ascent steps per evaluation and their size, the recorded seed.
+    batch_size, device, progress, should_cancel
+        Evaluation batch, device, ``progress(steps_done, steps)``, cancellation check.
+
+    Returns
+    -------
+    SharpnessResult
+        ``value`` = 1 / alpha' (lower predicts better generalization), ``scale`` = alpha', diagnostics.
     """
     _check_inputs(
         x,
