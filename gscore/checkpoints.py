@@ -9,9 +9,16 @@ Conventions:
   fallback to an unsafe load. Pickle loading needs torch >= 2.10 (earlier versions have known
   weights_only bypasses); safetensors files load on any version.
 - Accepted layouts: a plain ``{name: tensor}`` mapping, or one nested under ``"state_dict"`` or ``"model"``
-  (training checkpoints that also hold epoch/optimizer entries; only the nested mapping is used). When
-  every key starts with ``"module."`` (DataParallel / DistributedDataParallel) or ``"_orig_mod."``
-  (torch.compile) that prefix is stripped. Any other prefix is left alone.
+  (training checkpoints that also hold epoch/optimizer entries, e.g. a PyTorch Lightning ``.ckpt`` with
+  ``optimizer_states``, ``hyper_parameters``, ``epoch``...; only the nested mapping is used).
+- Wrapper prefixes: ``load_into`` matches a state_dict whose keys all carry one wrapper prefix
+  (``WRAPPER_PREFIXES``: ``module.`` from DataParallel/DDP, ``_orig_mod.`` from torch.compile, ``model.``
+  and ``net.`` from training wrappers such as Lightning), possibly stacked (``_orig_mod.module.``), when the
+  unprefixed keys are exactly the architecture's; the returned ``LoadReport`` names the removed prefix.
+  A prefix is never removed when the keys already fit, nor when the stripped keys do not fit.
+- torch.export archives (``.pt2``, recognised by suffix or by their zip layout with ``archive_format``)
+  are refused before any unpickling: ``torch.export.load`` unpickles parts of the archive with
+  ``weights_only=False``. Export to ONNX instead (gscore/onnx_models.py).
 - Everything that is not a mapping of str -> Tensor is refused with ``CheckpointError``; nothing is ever
   unpickled beyond what torch's weights-only unpickler allows.
 """
@@ -22,7 +29,9 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +45,8 @@ from gscore.errors import CheckpointError, CheckpointMismatchError
 
 MIN_TORCH_FOR_PICKLE = "2.10"
 NESTED_STATE_DICT_KEYS = ("state_dict", "model")
-STRIPPED_PREFIXES = ("module.", "_orig_mod.")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
+PT2_MARKER_FILES = ("archive_format", "archive_version")  # members of a torch.export.save zip
 MAX_LISTED = 5  # keys listed per category in a mismatch message
 
 UNSAFE_PICKLE_DETAIL = (
@@ -44,13 +54,32 @@ UNSAFE_PICKLE_DETAIL = (
     "safely. Save model.state_dict() (torch.save(model.state_dict(), path)) or use safetensors "
     "(safetensors.torch.save_file(model.state_dict(), path))"
 )
+PT2_DETAIL = (
+    "this is a torch.export archive (.pt2); it is refused because loading it (torch.export.load) unpickles "
+    "parts of the archive without weights_only protection. Export the model to ONNX instead "
+    "(torch.onnx.export(model, (example_input,), 'model.onnx', dynamo=True)) and score the .onnx file, "
+    "or upload model.state_dict() as .safetensors/.pt with an arch spec"
+)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What ``load_into`` did to fit the checkpoint to the architecture.
+
+    ``removed_prefix``: the wrapper prefix stripped from every key (e.g. ``"module."`` or
+    ``"_orig_mod.module."``), or None when the keys fitted as they were.
+    """
+
+    removed_prefix: str | None = None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into ``{parameter name: CPU tensor}`` without running any code from it.
 
-    Raises CheckpointError for a missing, empty, truncated, corrupt or unsafe file, or one whose content is
-    not a state_dict (see the module docstring for accepted layouts).
+    Keys are returned as stored (wrapper prefixes are removed by ``load_into``, which knows the
+    architecture). Raises CheckpointError for a missing, empty, truncated, corrupt or unsafe file, a
+    torch.export ``.pt2`` archive, or one whose content is not a state_dict (see the module docstring for
+    accepted layouts).
     """
     path = Path(path)
     if not path.exists():
@@ -59,6 +88,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint path is not a regular file: {path.name}")
     if path.stat().st_size == 0:
         raise CheckpointError("checkpoint file is empty (0 bytes)")
+    if path.suffix.lower() == ".pt2" or looks_like_torch_export_archive(path):
+        raise CheckpointError(PT2_DETAIL)
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         loaded: Any = _read_safetensors(path)
     else:
@@ -66,16 +97,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _extract_state_dict(loaded)
 
 
-def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> LoadReport:
     """Copy ``state_dict`` into ``model`` strictly (same keys, same shapes; dtypes are cast).
 
-    A missing BatchNorm ``num_batches_tracked`` counter (checkpoints from old or converted code) is tolerated
+    When the keys do not fit as they are but all carry a wrapper prefix (``WRAPPER_PREFIXES``, possibly
+    stacked) and the unprefixed keys are exactly the model's, the prefix is removed; the returned
+    ``LoadReport.removed_prefix`` names it (None when nothing was removed). A missing BatchNorm ``num_batches_tracked`` counter (checkpoints from old or converted code) is tolerated
     and keeps the model's value. Raises CheckpointMismatchError naming missing keys, unexpected keys and
     shape mismatches (``key: checkpoint [..] vs model [..]``), a few of each with counts; the lists are also
     on the error as ``missing``, ``unexpected`` and ``shape_mismatches``.
     """
     expected = model.state_dict()
-    given = dict(state_dict)
+    given, removed_prefix = strip_wrapper_prefix(dict(state_dict), expected.keys())
     for key in expected:
         if key.endswith("num_batches_tracked") and key not in given:
             given[key] = expected[key]
@@ -94,6 +127,54 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
         model.load_state_dict(given, strict=True)
     except RuntimeError as exc:  # e.g. a tensor that cannot be cast to the parameter's dtype
         raise CheckpointMismatchError(f"checkpoint does not match the architecture: {exc}") from None
+    return LoadReport(removed_prefix=removed_prefix)
+
+
+def strip_wrapper_prefix(
+    state_dict: dict[str, torch.Tensor], expected_keys: Iterable[str]
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """``(state_dict with the wrapper prefix removed, the prefix)`` when that makes the keys fit.
+
+    Keys fit when they equal ``expected_keys`` up to missing BatchNorm ``num_batches_tracked`` counters.
+    Prefixes from ``WRAPPER_PREFIXES`` are peeled one at a time while every key carries the same one;
+    the first peel whose keys fit wins. Returns ``(state_dict, None)`` unchanged when the keys already fit
+    or no peel makes them fit (``load_into`` then reports the mismatch on the original keys).
+    """
+    expected = set(expected_keys)
+    required = {key for key in expected if not key.endswith("num_batches_tracked")}
+
+    def fits(keys: set[str]) -> bool:
+        return required <= keys <= expected
+
+    if fits(set(state_dict)):
+        return state_dict, None
+    current, removed = state_dict, ""
+    while current:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(key.startswith(p) for key in current)), None)
+        if prefix is None:
+            break
+        current = {key[len(prefix) :]: value for key, value in current.items()}
+        removed += prefix
+        if fits(set(current)):
+            return current, removed
+    return state_dict, None
+
+
+def looks_like_torch_export_archive(path: str | Path) -> bool:
+    """True for a zip whose members include torch.export's ``archive_format``/``archive_version`` files.
+
+    Only the zip's central directory is read (member names); nothing is extracted or unpickled.
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False  # torch.load reports the corrupt archive
+    return any(name.rsplit("/", 1)[-1] in PT2_MARKER_FILES for name in names)
 
 
 def save_safetensors(model: nn.Module | Mapping[str, torch.Tensor], path: str | Path) -> None:
@@ -205,11 +286,7 @@ def _extract_state_dict(loaded: Any) -> dict[str, torch.Tensor]:
         )
     if not loaded:
         raise CheckpointError("checkpoint contains no tensors")
-    state_dict: dict[str, torch.Tensor] = dict(loaded)
-    for prefix in STRIPPED_PREFIXES:
-        if all(key.startswith(prefix) for key in state_dict):
-            state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
-    return state_dict
+    return dict(loaded)
 
 
 def _is_tensor_mapping(value: Mapping[Any, Any]) -> bool:

@@ -34,11 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed early
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed early (``gscore ... | head``): stop quietly. stdout is pointed at /dev/null
+    so that the interpreter's final flush does not fail again (Python's documented recipe)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except GScoreError as exc:
         # details that already say what their title says ("checkpoint does not match the architecture: ...")
         redundant = exc.detail.lower().startswith(exc.title.lower())

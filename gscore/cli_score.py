@@ -136,6 +136,33 @@ def dump_activations(outcome: Any, path: Path) -> None:
         raise GScoreError(f"could not write the activations to {path}: {exc.strerror or exc}") from None
 
 
+def model_source(checkpoint: str | None, arch: str | None, model: str | None) -> dict[str, Any]:
+    """``{"checkpoint": Path, "arch": spec}`` for a ScoreRequest: a checkpoint with ``--arch``, or an
+    ONNX file with ``--model`` (arch ``{"family": "onnx"}``; an ``--arch`` given with it may only set
+    ``input``)."""
+    if model is not None:
+        if checkpoint is not None:
+            raise SpecError(
+                "give either a checkpoint (with --arch) or --model FILE.onnx, not both", field="model"
+            )
+        spec = {"family": "onnx"}
+        if arch is not None:
+            given = parse_json_or_file(arch, "arch")
+            if not isinstance(given, dict) or given.get("family", "onnx") != "onnx":
+                raise SpecError(
+                    'with --model the arch is {"family": "onnx"}; --arch may only set "input"', field="arch"
+                )
+            spec.update(given)
+        return {"checkpoint": Path(model), "arch": spec}
+    if checkpoint is None:
+        raise SpecError("give a checkpoint file (with --arch) or --model FILE.onnx", field="checkpoint")
+    if arch is None:
+        raise SpecError(
+            "--arch is required with a checkpoint (only --model FILE.onnx needs none)", field="arch"
+        )
+    return {"checkpoint": Path(checkpoint), "arch": parse_json_or_file(arch, "arch")}
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from gscore.pipeline import ScoreRequest, run
 
@@ -144,8 +171,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if dump is not None:
         check_dump_target(dump, measures)
     request = ScoreRequest(
-        checkpoint=Path(args.checkpoint),
-        arch=parse_json_or_file(args.arch, "arch"),
+        **model_source(args.checkpoint, args.arch, args.model),
         dataset=args.dataset,
         split=args.split,
         measures=measures,
@@ -179,24 +205,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from gscore.ranking import format_ranking_table, load_rank_file, rank_collection
+    from gscore.cli_ranking import output_format, render
+    from gscore.ranking import load_rank_file, rank_collection
 
     records = load_rank_file(args.file)
     measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
-    result = rank_collection(records, target=args.target, measures=measures)
+    result = rank_collection(
+        records,
+        target=args.target,
+        measures=measures,
+        min_train_accuracy=args.min_train_accuracy,
+        level=args.level,
+        n_resamples=args.resamples,
+        seed=args.seed,
+    )
+    if not result["measures"]:
+        print(
+            f"gscore rank: no model in {args.file} has scores (a 'scores' object per model)", file=sys.stderr
+        )
     if args.plot:
         from gscore.plots import write_plots
 
-        paths = write_plots(records, list(result["measures"]), Path(args.plot), target=args.target)
+        paths = write_plots(
+            records, list(result["measures"]), Path(args.plot), target=args.target, color_by=args.color_by
+        )
         print(f"wrote {len(paths)} plot(s) to {args.plot}", file=sys.stderr)
-    print(json.dumps(result, indent=2) if args.json else format_ranking_table(result))
+    sys.stdout.write(render(result, output_format(args), args.top))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from gscore.cli_ranking import add_ranking_options
+
     p = sub.add_parser("score", help="score one checkpoint locally (c1-c4, sharpness)")
-    p.add_argument("checkpoint", help=".safetensors or PyTorch state_dict file")
-    p.add_argument("--arch", required=True, help="architecture spec: JSON text or a path to a JSON file")
+    p.add_argument("checkpoint", nargs="?", help=".safetensors or PyTorch state_dict file (with --arch)")
+    p.add_argument("--arch", help="architecture spec: JSON text or a path to a JSON file")
+    p.add_argument(
+        "--model",
+        metavar="FILE.onnx",
+        help='an ONNX model (architecture and weights) instead of checkpoint + --arch; arch {"family": "onnx"}',
+    )
     p.add_argument(
         "--dataset", required=True, help="digits, cifar10, cifar100, cifar100-coarse, or an .npz path"
     )
@@ -229,9 +277,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "rank", help="rank models and compute (granulated) Kendall coefficients from a JSON file"
     )
-    p.add_argument("file", help='JSON list of {"name", "hyperparameters", "test_accuracy", "scores"}')
+    p.add_argument(
+        "file",
+        help='JSON list of {"name", "hyperparameters", "test_accuracy", "train_accuracy", "scores"}, '
+        "e.g. the models.json of experiments/digits_zoo.py",
+    )
     p.add_argument("--target", default="test_accuracy", choices=["test_accuracy", "generalization_gap"])
     p.add_argument("--measures", help="comma-separated subset of measures")
     p.add_argument("--plot", metavar="DIR", help="also write one measure-vs-accuracy PNG per measure")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--color-by", metavar="HYPERPARAMETER", help="colour the --plot points by it (a legend)")
+    add_ranking_options(p)
     p.set_defaults(func=cmd_rank)

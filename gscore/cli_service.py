@@ -119,36 +119,6 @@ def _up(args: argparse.Namespace) -> int:
 
 
 # ---- using the service ---------------------------------------------------------------------------------
-class _ProgressBar:
-    """A tqdm bar per progress stage on stderr, fed with polled jobs."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.stage: str | None = None
-
-    def __call__(self, job: dict[str, Any]) -> None:
-        from tqdm import tqdm
-
-        progress = job.get("progress") or {}
-        stage, done, total = progress.get("stage"), progress.get("done", 0), progress.get("total", 0)
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(
-                total=total or None, desc=f"{job['state']}: {stage}", file=sys.stderr, leave=False
-            )
-        if self.bar is not None:
-            if total and self.bar.total != total:
-                self.bar.total = total
-            self.bar.n = done
-            self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def _print_job(job: dict[str, Any], as_json: bool) -> int:
     if as_json:
         print(json.dumps(job, indent=2))
@@ -158,17 +128,37 @@ def _print_job(job: dict[str, Any], as_json: bool) -> int:
             for name, value in job["result"]["scores"].items():
                 print(f"  {name:28s} {value}")
         if job.get("error"):
-            print(f"  {job['error']['title']}: {job['error']['detail']}", file=sys.stderr)
+            from gscore.client import title_and_detail
+
+            print(f"  {title_and_detail(job['error']['title'], job['error']['detail'])}", file=sys.stderr)
     return 0 if job["state"] in ("queued", "running", "succeeded") else 1
 
 
 def _wait(client: Any, job_id: str, show_progress: bool) -> dict[str, Any]:
-    bar = _ProgressBar() if show_progress else None
+    from gscore.cli_progress import ProgressBar
+
+    bar = ProgressBar() if show_progress else None
     try:
         return client.wait(job_id, poll=0.5, progress=bar)
     finally:
         if bar is not None:
             bar.close()
+
+
+def _existing_file_or_json(text: str, option: str) -> str:
+    """``text`` itself when it is JSON text or an existing file; a path that does not exist is an error
+    that says the file is missing (not that it is invalid JSON)."""
+    from gscore.errors import SpecError
+
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")) or Path(text).is_file():
+        return text
+    if Path(text).exists():
+        raise SpecError(f"{option} {text!r} is not a file", field=option.lstrip("-"))
+    raise SpecError(
+        f"{option} file {text!r} is missing (no such file; give a JSON file's path or JSON text)",
+        field=option.lstrip("-"),
+    )
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -178,10 +168,11 @@ def _submit(args: argparse.Namespace) -> int:
     hyperparameters = (
         parse_json_or_file(args.hyperparameters, "hyperparameters") if args.hyperparameters else None
     )
+    arch = parse_json_or_file(_existing_file_or_json(args.arch, "--arch"), "arch")
     with Client(_url(args)) as client:
         job = client.submit(
             args.checkpoint,
-            parse_json_or_file(args.arch, "arch"),
+            arch,
             args.dataset,
             split=args.split,
             measures=args.measures.split(",") if args.measures else None,
@@ -230,25 +221,92 @@ def _collection(args: argparse.Namespace) -> int:
 
 
 def _ranking(args: argparse.Namespace) -> int:
+    from gscore.cli_ranking import output_format, render
     from gscore.client import Client
-    from gscore.ranking import format_ranking_table
 
     measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
     with Client(_url(args)) as client:
-        ranking = client.ranking(args.name, target=args.target, measures=measures)
+        ranking = client.ranking(
+            args.name,
+            target=args.target,
+            measures=measures,
+            min_train_accuracy=args.min_train_accuracy,
+            level=args.level,
+            n_resamples=args.resamples,
+            seed=args.seed,
+        )
         if args.plot:
             out_dir = Path(args.plot)
             out_dir.mkdir(parents=True, exist_ok=True)
             for measure in ranking["measures"]:
-                (out_dir / f"{measure}.png").write_bytes(client.plot(args.name, [measure], args.target))
+                (out_dir / f"{measure}.png").write_bytes(
+                    client.plot(args.name, [measure], args.target, color_by=args.color_by)
+                )
             print(f"wrote {len(ranking['measures'])} plot(s) to {out_dir}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(ranking, indent=2))
-        return 0
-    print(format_ranking_table(ranking))
-    if ranking.get("not_scored"):
+    fmt = output_format(args)
+    sys.stdout.write(render(ranking, fmt, args.top))
+    if ranking.get("not_scored") and fmt == "table":
         names = ", ".join(f"{m['name']} ({m['state']})" for m in ranking["not_scored"])
         print(f"\nnot scored yet, left out: {names}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from gscore.client import Client
+
+    with Client(_url(args)) as client:
+        job = client.cancel(args.job)
+    if args.json:
+        print(json.dumps(job, indent=2))
+    elif job["state"] == "cancelled":
+        print(f"{job['id']} cancelled")
+    else:  # a running job stops at its next cancellation check
+        print(f"{job['id']} {job['state']}, cancel requested (it stops at its next check)")
+    return 0
+
+
+def _dataset_row(dataset: dict[str, Any]) -> list[str]:
+    samples = dataset.get("samples") or {}
+    return [
+        dataset["name"],
+        dataset["source"],
+        "yes" if dataset["installed"] else "no",
+        "-" if dataset.get("classes") is None else str(dataset["classes"]),
+        "-" if dataset.get("subclasses") is None else str(dataset["subclasses"]),
+        ", ".join(f"{split} {count}" for split, count in samples.items()) or "-",
+        (dataset.get("sha256") or "")[:12] or "-",
+    ]
+
+
+def _datasets_list(args: argparse.Namespace) -> int:
+    from gscore.client import Client
+
+    with Client(_url(args)) as client:
+        datasets = client.datasets()
+    if args.json:
+        print(json.dumps(datasets, indent=2))
+        return 0
+    print("\t".join(["name", "source", "installed", "classes", "subclasses", "samples", "sha256"]))
+    for dataset in datasets:
+        print("\t".join(_dataset_row(dataset)))
+    return 0
+
+
+def _datasets_upload(args: argparse.Namespace) -> int:
+    from gscore.client import Client
+    from gscore.errors import DatasetError
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise DatasetError(f"dataset file {args.file!r} is missing (no such file)")
+    with Client(_url(args)) as client:
+        dataset = client.upload_dataset(path, name=args.name)
+    if args.json:
+        print(json.dumps(dataset, indent=2))
+        return 0
+    row = _dataset_row(dataset)
+    print(f"uploaded {row[0]}: {row[3]} classes, {row[4]} subclasses, samples {row[5]}, sha256 {row[6]}")
+    print(f"score with: gscore submit CKPT --arch ARCH --dataset {row[0]}")
     return 0
 
 
@@ -333,6 +391,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_url_option(p)
     p.set_defaults(func=_client_errors(_collection))
 
+    p = subparsers.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job")
+    p.add_argument("--json", action="store_true")
+    _add_url_option(p)
+    p.set_defaults(func=_client_errors(_cancel))
+
+    p = subparsers.add_parser("datasets", help="probe sets on the server: list, upload an .npz")
+    verbs = p.add_subparsers(dest="datasets_verb", metavar="VERB")
+    verbs.required = True
+    q = verbs.add_parser("list", help="built-in datasets (installed or not) and uploaded ones")
+    q.add_argument("--json", action="store_true")
+    _add_url_option(q)
+    q.set_defaults(func=_client_errors(_datasets_list))
+    q = verbs.add_parser("upload", help="upload an .npz probe set (x, y; optional sub, x_test, y_test)")
+    q.add_argument("file", metavar="FILE.npz")
+    q.add_argument("--name", help="the dataset's name on the server (default: from the file name)")
+    q.add_argument("--json", action="store_true")
+    _add_url_option(q)
+    q.set_defaults(func=_client_errors(_datasets_upload))
+
+    from gscore.cli_ranking import add_ranking_options
+
     p = subparsers.add_parser(
         "ranking", help="a collection's Kendall table (rows measures, columns hyperparameters and total)"
     )
@@ -340,6 +420,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default="test_accuracy", choices=["test_accuracy", "generalization_gap"])
     p.add_argument("--measures", help="comma-separated subset of measures")
     p.add_argument("--plot", metavar="DIR", help="also write one measure-vs-accuracy PNG per measure")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--color-by", metavar="HYPERPARAMETER", help="colour the --plot points by it (a legend)")
+    add_ranking_options(p)
     _add_url_option(p)
     p.set_defaults(func=_client_errors(_ranking))

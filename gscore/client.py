@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 import httpx
 
+from gscore.result_frames import CollectionResult, RankingResult
+
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 
 
@@ -25,14 +27,21 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def title_and_detail(title: str, detail: str) -> str:
+    """``"Title: detail"``, or the detail alone when it already starts with what the title says."""
+    if not detail:
+        return title
+    return detail if detail.lower().startswith(title.lower()) else f"{title}: {detail}"
+
+
 class ServiceError(Exception):
     """The service answered with an error; ``problem`` is its RFC 9457 document."""
 
     def __init__(self, status: int, problem: dict[str, Any]) -> None:
         self.status, self.problem = status, problem
-        title = problem.get("title", "HTTP error")
-        detail = problem.get("detail", "")
-        super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
+        title = str(problem.get("title") or "HTTP error")
+        detail = str(problem.get("detail") or "")
+        super().__init__(f"{status} {title_and_detail(title, detail)}")
 
 
 class Client:
@@ -163,26 +172,59 @@ class Client:
     def collections(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/collections")["collections"]
 
-    def collection(self, name: str) -> dict[str, Any]:
-        return self._request("GET", f"/v1/collections/{_segment(name)}")
+    def collection(self, name: str) -> CollectionResult:
+        """The collection's models with their scores; ``.to_pandas()`` gives one row per model."""
+        return CollectionResult(self._request("GET", f"/v1/collections/{_segment(name)}"))
 
     def ranking(
-        self, name: str, target: str = "test_accuracy", measures: list[str] | None = None
-    ) -> dict[str, Any]:
-        """The collection's models ranked by each measure against ``target`` (endpoint of issue 5)."""
+        self,
+        name: str,
+        target: str = "test_accuracy",
+        measures: list[str] | None = None,
+        *,
+        min_train_accuracy: float | None = None,
+        level: float | None = None,
+        n_resamples: int | None = None,
+        seed: int | None = None,
+    ) -> RankingResult:
+        """The collection's models ranked by each measure, with Kendall coefficients against ``target``.
+
+        ``min_train_accuracy`` (server default 0.99; 0 turns it off): models below it, or without a
+        known training accuracy, are listed but left out of the coefficients. ``level`` (0.95),
+        ``n_resamples`` (1000; 0: no intervals) and ``seed`` (0) set the bootstrap intervals; None
+        leaves the server's default. ``.to_pandas()`` gives one row per (measure, model),
+        ``.to_pandas("coefficients")`` one per coefficient.
+        """
         params: dict[str, Any] = {"target": target}
         if measures:
             params["measures"] = ",".join(measures)
-        return self._request("GET", f"/v1/collections/{_segment(name)}/ranking", params=params)
+        optional = {
+            "min_train_accuracy": min_train_accuracy,
+            "level": level,
+            "n_resamples": n_resamples,
+            "seed": seed,
+        }
+        params.update({key: value for key, value in optional.items() if value is not None})
+        return RankingResult(self._request("GET", f"/v1/collections/{_segment(name)}/ranking", params=params))
 
-    def plot(self, name: str, measures: list[str] | None = None, target: str = "test_accuracy") -> bytes:
-        """A PNG of each measure against the target, one point per model (the paper's Figure 3)."""
+    def plot(
+        self,
+        name: str,
+        measures: list[str] | None = None,
+        target: str = "test_accuracy",
+        color_by: str | None = None,
+    ) -> bytes:
+        """A PNG of each measure against the target, one point per model (the paper's Figure 3), coloured
+        by the hyperparameter ``color_by`` (with a legend) when given."""
         params: dict[str, Any] = {"target": target}
         if measures:
             params["measure"] = ",".join(measures)
+        if color_by:
+            params["color_by"] = color_by
         return self._request("GET", f"/v1/collections/{_segment(name)}/plot.png", params=params, raw=True)
 
     def upload_dataset(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
+        """Upload an .npz probe set (``x``, ``y``, optional ``sub`` and test split); returns its record."""
         path = Path(path)
         data = {"name": name} if name else {}
         with path.open("rb") as handle:

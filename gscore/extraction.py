@@ -29,12 +29,22 @@ running when the call happens (``"model"`` for the root), plus ``":<function>"``
 itself an activation module, plus ``"#k"`` for its k-th call (k >= 2) in one forward. Examples:
 ``"relu"``, ``"layer1.0.relu"``, ``"layer1.0.relu#2"``, ``"block:relu_"``, ``"model:relu#3"``.
 Mode and hooks are removed in ``finally`` blocks, also when the forward raises.
+
+Representations (``representations=True``, same forward pass, for the intrinsic-dimension measures):
+
+- ``last_linear_input``: the flattened input of the model's last ``nn.Linear`` *module* call (a forward
+  pre-hook on every ``nn.Linear``; ``F.linear`` called directly does not count);
+- ``stage_outputs``: the flattened *output* of the last ReLU-type call of each spatial resolution: calls
+  are grouped into runs of consecutive calls whose tensors have the same spatial shape (``shape[2:]``;
+  ``()`` for [B, C] calls), and the last call of each run is a stage, named like its layer.
+
+``predictions`` (always): argmax over dim 1 of the model's output when it is a [B, C] tensor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -70,15 +80,25 @@ _ROOT_NAME = "model"
 
 @dataclass
 class Activations:
-    """Global-max-pooled ReLU inputs of N samples.
+    """Global-max-pooled ReLU inputs of N samples, and what else the same forward pass captured.
 
     ``pre``: [N, M] float32 on the store device, M = neurons (channels) of all layers, layer by layer in
-    call order. ``layer_of``: [M] int64, the layer index 0..L-1 of each column. ``layer_names``: [L].
+    call order ([N, 0] when pre-activations were not requested). ``layer_of``: [M] int64, the layer index
+    0..L-1 of each column. ``layer_names``: [L].
+    ``last_linear_input``: [N, D] float32, the flattened input of the last ``nn.Linear`` call (None when
+    representations were not requested or no ``nn.Linear`` was called), from module ``last_linear_name``.
+    ``stage_outputs``: ``[(layer name, [N, D_s] float32)]``, the flattened output of the last ReLU-type call
+    at each spatial resolution, in call order (empty when not requested).
+    ``predictions``: [N] int64, argmax of the model's [B, C] output (None when the output is not [B, C]).
     """
 
     pre: torch.Tensor
     layer_of: torch.Tensor
     layer_names: list[str]
+    last_linear_input: torch.Tensor | None = None
+    last_linear_name: str | None = None
+    stage_outputs: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    predictions: torch.Tensor | None = None
 
     @property
     def num_layers(self) -> int:
@@ -93,24 +113,45 @@ def _hardtanh_min_val(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
 
 
 class _ReluCapture(TorchFunctionMode):
-    """Records amax-pooled inputs of ReLU-type calls during one forward; names them via module hooks."""
+    """Records, during one forward, the amax-pooled inputs of ReLU-type calls (``pool``), and with
+    ``representations`` the stage outputs and the last ``nn.Linear`` input; names calls via module hooks.
 
-    def __init__(self, model: nn.Module) -> None:
+    Which calls are stages and which ``nn.Linear`` call is the last one is learned on the first batch
+    (``learn_plan``); later batches copy only those tensors.
+    """
+
+    def __init__(self, model: nn.Module, pool: bool = True, representations: bool = False) -> None:
         super().__init__()
         self._model = model
+        self._pool = pool
+        self._representations = representations
         self._module_stack: list[tuple[str, nn.Module]] = []
         self._hook_handles: list[torch.utils.hooks.RemovableHandle] = []
         self.batch_size = 0
-        self.features: list[torch.Tensor] = []  # per call: [B, C] pooled input
+        self.features: list[torch.Tensor] = []  # per call: [B, C] pooled input (when pooling)
         self.names: list[str] = []  # per call
+        self.widths: list[int] = []  # per call: channels (dim 1) of the input
         self._calls_per_name: dict[str, int] = {}
+        # representations: stage plan (call indices) and last linear call, known after the first batch
+        self.stage_calls: list[int] | None = None
+        self.last_linear_call: int | None = None
+        self.linear_calls_expected: int | None = None
+        self.stages: list[tuple[int, str, torch.Tensor]] = []  # (call index, name, [B, D] output)
+        self._pending: tuple[int, str, tuple[int, ...], torch.Tensor] | None = None
+        self.linear_input: torch.Tensor | None = None
+        self.linear_name: str | None = None
+        self.linear_calls = 0
 
-    # -- module hooks (layer naming) --------------------------------------------------------------
+    # -- module hooks (layer naming, linear inputs) ------------------------------------------------
     def install_hooks(self) -> None:
         for qualified_name, module in self._model.named_modules():
             name = qualified_name or _ROOT_NAME
             self._hook_handles.append(module.register_forward_pre_hook(self._make_pre_hook(name)))
             self._hook_handles.append(module.register_forward_hook(self._pop_module, always_call=True))
+            if self._representations and isinstance(module, nn.Linear):
+                self._hook_handles.append(
+                    module.register_forward_pre_hook(self._make_linear_hook(name), with_kwargs=True)
+                )
 
     def remove_hooks(self) -> None:
         for handle in self._hook_handles:
@@ -129,13 +170,49 @@ class _ReluCapture(TorchFunctionMode):
         if self._module_stack:
             self._module_stack.pop()
 
+    def _make_linear_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def record_linear_input(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            index = self.linear_calls
+            self.linear_calls += 1
+            if self.last_linear_call is not None and index != self.last_linear_call:
+                return
+            x = args[0] if args else kwargs["input"]
+            if x.dim() < 1 or x.shape[0] != self.batch_size:
+                raise MeasureError(
+                    f"nn.Linear {name!r} got a tensor of shape {tuple(x.shape)}; the last-layer "
+                    f"representation needs batch-first [B={self.batch_size}, ...] inputs"
+                )
+            self.linear_input = x.reshape(x.shape[0], -1).to(torch.float32, copy=True)
+            self.linear_name = name
+
+        return record_linear_input
+
     # -- per batch ---------------------------------------------------------------------------------
     def start_batch(self, batch_size: int) -> None:
         self.batch_size = batch_size
         self.features = []
         self.names = []
+        self.widths = []
         self._calls_per_name = {}
         self._module_stack.clear()
+        self.stages = []
+        self._pending = None
+        self.linear_input = None
+        self.linear_name = None
+        self.linear_calls = 0
+
+    def finish_batch(self) -> None:
+        """Commit the last stage of the first batch."""
+        if self._pending is not None:
+            index, name, _resolution, output = self._pending
+            self.stages.append((index, name, output))
+            self._pending = None
+
+    def learn_plan(self) -> None:
+        """After the first batch: remember which calls are stages and which linear call is the last."""
+        self.stage_calls = [index for index, _name, _output in self.stages]
+        self.linear_calls_expected = self.linear_calls
+        self.last_linear_call = self.linear_calls - 1 if self.linear_calls else None
 
     def _layer_name(self, func: Callable[..., Any]) -> str:
         if self._module_stack:
@@ -155,10 +232,25 @@ class _ReluCapture(TorchFunctionMode):
                 f"ReLU call {name!r} got a tensor of shape {tuple(x.shape)}; extraction needs batch-first "
                 f"[B={self.batch_size}, C, ...] inputs to every ReLU-type activation"
             )
-        # amax (or a copy) allocates a new tensor: taken before an in-place ReLU modifies x.
-        pooled = x.amax(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x.clone()
-        self.features.append(pooled)
+        if self._pool:
+            # amax (or a copy) allocates a new tensor: taken before an in-place ReLU modifies x.
+            pooled = x.amax(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x.clone()
+            self.features.append(pooled)
         self.names.append(name)
+        self.widths.append(int(x.shape[1]))
+
+    def _record_output(self, index: int, output: torch.Tensor) -> None:
+        """Keep a flattened float32 copy of a ReLU output that is (or may be) a stage output."""
+        name = self.names[index]
+        if self.stage_calls is not None:  # plan known: copy only the stage calls
+            if index in self.stage_calls:
+                self.stages.append((index, name, output.flatten(1).to(torch.float32, copy=True)))
+            return
+        resolution = tuple(output.shape[2:])
+        if self._pending is not None and self._pending[2] != resolution:
+            self.stages.append(self._pending[:2] + (self._pending[3],))
+        # copied now: later in-place operations must not change it
+        self._pending = (index, name, resolution, output.flatten(1).to(torch.float32, copy=True))
 
     def __torch_function__(
         self,
@@ -172,7 +264,12 @@ class _ReluCapture(TorchFunctionMode):
         if func in RELU_TYPE_FUNCTIONS and (
             func not in _HARDTANH_FUNCTIONS or _hardtanh_min_val(args, kwargs) == 0.0
         ):
+            index = len(self.names)
             self._record(func, args[0] if args else kwargs["input"])
+            output = func(*args, **kwargs)
+            if self._representations:
+                self._record_output(index, output)
+            return output
         return func(*args, **kwargs)
 
 
@@ -201,6 +298,36 @@ def _snapshot_training_flags(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     return [(module, module.training) for module in model.modules()]
 
 
+def _predictions_of(output: Any, batch_size: int) -> torch.Tensor | None:
+    """argmax over dim 1 of a [B, C] output tensor; None for any other output."""
+    if isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == batch_size:
+        return output.argmax(dim=1)
+    return None
+
+
+def _check_representations(
+    capture: _ReluCapture, stage_widths: list[int], linear_width: int | None, start: int
+) -> None:
+    """The stages and the last linear input of a later batch have the first batch's widths."""
+    widths = [int(output.shape[1]) for _index, _name, output in capture.stages]
+    if widths != stage_widths:
+        raise MeasureError(
+            f"the model's stage outputs differ between batches: the batch starting at sample {start} gave "
+            f"flattened widths {widths} instead of {stage_widths} (inputs of different sizes?)"
+        )
+    if capture.linear_calls != capture.linear_calls_expected:
+        raise MeasureError(
+            f"the model's nn.Linear calls differ between batches: the batch starting at sample {start} made "
+            f"{capture.linear_calls} instead of {capture.linear_calls_expected}"
+        )
+    got = None if capture.linear_input is None else int(capture.linear_input.shape[1])
+    if got != linear_width:
+        raise MeasureError(
+            f"the input of the last nn.Linear call has {got} features in the batch starting at sample "
+            f"{start} instead of {linear_width}"
+        )
+
+
 def extract_preactivations(
     model: nn.Module,
     batches: Iterable[torch.Tensor],
@@ -209,6 +336,9 @@ def extract_preactivations(
     store_device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    *,
+    representations: bool = False,
+    preactivations: bool = True,
 ) -> Activations:
     """Run ``model`` (eval mode, inference mode) over ``batches`` and return its pooled ReLU inputs.
 
@@ -219,9 +349,15 @@ def extract_preactivations(
     ``progress(samples_done, num_samples)`` is called after each batch; ``should_cancel()`` is checked
     before each batch and raises ``JobCancelled`` when true.
 
-    Raises ``MeasureError`` when the model calls no ReLU-type activation, or when the ReLU calls
-    (count, order, names or channels) differ between batches; ``ValueError`` when the batches do not
-    hold exactly ``num_samples`` samples.
+    ``representations=True`` also captures, in the same pass, ``last_linear_input`` and ``stage_outputs``
+    (see the module docstring; preallocated on the store device like ``pre``). ``preactivations=False``
+    skips the pooled ReLU inputs: ``pre`` is then [N, 0], ``layer_names`` empty, and a model without
+    ReLU-type calls is not an error. ``predictions`` ([N] int64) are always recorded when the model's
+    output is a [B, C] tensor.
+
+    Raises ``MeasureError`` when the model calls no ReLU-type activation (with ``preactivations``), or
+    when the ReLU calls (count, order, names or channels), the stage widths or the ``nn.Linear`` calls
+    differ between batches; ``ValueError`` when the batches do not hold exactly ``num_samples`` samples.
     """
     device = torch.device(device)
     store = device if store_device is None else torch.device(store_device)
@@ -232,10 +368,16 @@ def extract_preactivations(
     training_flags = _snapshot_training_flags(model)
     model.to(device)
     model.eval()
-    capture = _ReluCapture(model)
+    capture = _ReluCapture(model, pool=preactivations, representations=representations)
     pre: torch.Tensor | None = None
+    stage_buffers: list[tuple[str, torch.Tensor]] = []
+    linear_buffer: torch.Tensor | None = None
+    predictions: torch.Tensor | None = None
+    has_predictions = True
     layer_names: list[str] = []
     layer_widths: list[int] = []
+    stage_widths: list[int] = []
+    linear_width: int | None = None
     done = 0
     try:
         capture.install_hooks()
@@ -247,29 +389,65 @@ def extract_preactivations(
                 raise ValueError(f"batches hold more than num_samples={num_samples} samples")
             if on_cuda and batch.device.type == "cpu" and not batch.is_pinned():
                 batch = batch.pin_memory()
+            first = done == 0
             with torch.inference_mode():
                 inputs = batch.to(device, non_blocking=on_cuda)
                 capture.start_batch(batch_size)
                 with capture:
-                    model(inputs)
-                features, names = capture.features, capture.names
+                    output = model(inputs)
+                capture.finish_batch()
+                batch_predictions = _predictions_of(output, batch_size)
+                del output
+                features, names, widths = capture.features, capture.names, capture.widths
                 capture.features = []  # drop the references held by the capture
-                widths = [int(f.shape[1]) for f in features]
-                if pre is None:
-                    if not features:
+                if first:
+                    if preactivations and not names:
                         raise MeasureError(
                             "the model calls no ReLU-type activation (relu, relu_, relu6, or hardtanh with "
                             "min_val=0 as module or function); intraclass clustering measures need ReLUs"
                         )
                     layer_names, layer_widths = names, widths
+                    capture.learn_plan()
+                    stage_widths = [int(out.shape[1]) for _index, _name, out in capture.stages]
+                    if capture.linear_input is not None:
+                        linear_width = int(capture.linear_input.shape[1])
                 else:
                     _check_same_layers(names, widths, layer_names, layer_widths, done)
-                batch_pre = torch.cat([f.to(torch.float32) for f in features], dim=1)
+                    if representations:
+                        _check_representations(capture, stage_widths, linear_width, done)
+                batch_pre = (
+                    torch.cat([f.to(torch.float32) for f in features], dim=1) if preactivations else None
+                )
                 del features
-            if pre is None:  # allocated outside inference mode: a normal tensor callers may modify
-                pre = torch.empty((num_samples, sum(layer_widths)), dtype=torch.float32, device=store)
-            pre[done : done + batch_size].copy_(batch_pre)
-            del batch_pre
+            if first:  # allocated outside inference mode: normal tensors callers may modify
+                pre = torch.empty(
+                    (num_samples, sum(layer_widths) if preactivations else 0),
+                    dtype=torch.float32,
+                    device=store,
+                )
+                stage_buffers = [
+                    (name, torch.empty((num_samples, int(out.shape[1])), dtype=torch.float32, device=store))
+                    for _index, name, out in capture.stages
+                ]
+                if linear_width is not None:
+                    linear_buffer = torch.empty(
+                        (num_samples, linear_width), dtype=torch.float32, device=store
+                    )
+                predictions = torch.empty(num_samples, dtype=torch.int64, device=store)
+            assert pre is not None and predictions is not None
+            if batch_pre is not None:
+                pre[done : done + batch_size].copy_(batch_pre)
+                del batch_pre
+            for (_name, buffer), (_index, _stage, out) in zip(stage_buffers, capture.stages, strict=True):
+                buffer[done : done + batch_size].copy_(out)
+            capture.stages = []
+            if linear_buffer is not None and capture.linear_input is not None:
+                linear_buffer[done : done + batch_size].copy_(capture.linear_input)
+            capture.linear_input = None
+            if batch_predictions is None:
+                has_predictions = False
+            elif has_predictions:
+                predictions[done : done + batch_size].copy_(batch_predictions)
             done += batch_size
             if progress is not None:
                 progress(done, num_samples)
@@ -280,7 +458,17 @@ def extract_preactivations(
     if done != num_samples:
         raise ValueError(f"batches held {done} samples, expected num_samples={num_samples}")
     assert pre is not None
+    if not preactivations:
+        layer_names, layer_widths = [], []
     layer_of = torch.repeat_interleave(
         torch.arange(len(layer_widths), dtype=torch.int64), torch.tensor(layer_widths, dtype=torch.int64)
     ).to(store)
-    return Activations(pre=pre, layer_of=layer_of, layer_names=layer_names)
+    return Activations(
+        pre=pre,
+        layer_of=layer_of,
+        layer_names=layer_names,
+        last_linear_input=linear_buffer,
+        last_linear_name=capture.linear_name if linear_buffer is not None else None,
+        stage_outputs=stage_buffers,
+        predictions=predictions if has_predictions else None,
+    )

@@ -28,15 +28,16 @@ import torch
 from torch import nn
 
 from gscore import datasets
-from gscore.checkpoints import load_into, read_state_dict
+from gscore.checkpoints import LoadReport
 from gscore.devices import resolve_device
 from gscore.errors import DatasetError, GScoreError, JobCancelled, MeasureError, SpecError
 from gscore.extraction import Activations
 from gscore.measure_inputs import MeasureContext, ProbeKey
 from gscore.measure_registry import DEFAULT_MEASURES, MEASURES
 from gscore.measure_table import FAILED, OK, UNDEFINED, MeasureResult, MeasureUndefined, check_parameter
+from gscore.model_loading import load_scored_model
 from gscore.settings import get_settings
-from models import ArchSpec, build_model, input_normalization, parse_arch_spec
+from models import ArchSpec, input_normalization, parse_arch_spec
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +180,20 @@ def _check_cancel(should_cancel: CancelCheck | None) -> None:
         raise JobCancelled("the job was cancelled")
 
 
-def load_model(request: ScoreRequest, default_normalization: Any) -> nn.Module:
-    """Build the architecture, load the checkpoint safely, and prepend its input normalization."""
+def load_model(
+    request: ScoreRequest, default_normalization: Any, image_shape: tuple[int, ...] | None = None
+) -> tuple[nn.Module, LoadReport]:
+    """Build the architecture and load the checkpoint safely (or convert the ONNX file of an
+    ``{"family": "onnx"}`` spec), then prepend its input normalization; the report says which wrapper
+    prefix (``module.``...) was removed from the checkpoint's keys, if any."""
     spec = parse_arch_spec(request.arch)
-    model = build_model(spec)
-    load_into(model, read_state_dict(request.checkpoint))
+    model, report = load_scored_model(
+        spec, request.checkpoint, max_bytes=get_settings().max_upload_bytes, image_shape=image_shape
+    )
     normalization = input_normalization(spec, default_normalization)
     if normalization is not None:
         model = nn.Sequential(normalization, model)
-    return model.eval()
+    return model.eval(), report
 
 
 def check_model_fits(
@@ -251,7 +257,8 @@ def run(
     probe = split_set
     if request.samples_per_class is not None:
         probe = datasets.balanced_subset(split_set, request.samples_per_class, seed=request.seed)
-    model = load_model(request, probe.default_normalization).to(device)
+    model, load_report = load_model(request, probe.default_normalization, tuple(probe.x.shape[1:]))
+    model = model.to(device)
     check_model_fits(model, request.arch, probe, device)
     report("load", 1, 1)
     load_seconds = time.perf_counter() - started
@@ -274,6 +281,7 @@ def run(
         progress=report,
         should_cancel=should_cancel,
         timings={"load": load_seconds},
+        extra_meta={"checkpoint_prefix_removed": load_report.removed_prefix} if load_report.removed_prefix else {},
     )
 
 
@@ -295,6 +303,7 @@ def evaluate(
     progress: ProgressCallback,
     should_cancel: CancelCheck | None,
     timings: dict[str, float],
+    extra_meta: dict[str, Any] | None = None,
 ) -> ScoringOutcome:
     """Score a loaded ``model`` (eval mode, on ``device``, normalization prepended) on ``probe`` (one of
     ``splits``, subset): every measure of ``measures`` with its resolved ``params``. ``splits`` holds the
@@ -330,6 +339,7 @@ def evaluate(
         "torch": torch.__version__,
         "probe_accuracy": round(ctx.probe_accuracy(), 6),
     }
+    meta.update(extra_meta or {})
     if notes:
         meta["notes"] = notes
     activations = ctx.extracted()

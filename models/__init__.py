@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from gscore.errors import SpecError
 from models.normalization import Normalize, input_normalization
 from models.small import MLP, SmallCNN
 from models.spec import (
@@ -27,11 +28,14 @@ from models.spec import (
     CNNSpec,
     InputNormalization,
     MLPSpec,
+    OnnxSpec,
+    TimmSpec,
     TorchvisionSpec,
     VGGSpec,
     WRNSpec,
     parse_arch_spec,
 )
+from models.timm_models import build_timm_model, timm_available, timm_model_names
 from models.torchvision_zoo import build_torchvision_model, torchvision_model_names
 from models.vgg import VGG
 from models.wrn import WideResNet
@@ -44,6 +48,8 @@ __all__ = [
     "InputNormalization",
     "MLPSpec",
     "Normalize",
+    "OnnxSpec",
+    "TimmSpec",
     "TorchvisionSpec",
     "VGGSpec",
     "WRNSpec",
@@ -51,6 +57,8 @@ __all__ = [
     "build_model",
     "input_normalization",
     "parse_arch_spec",
+    "timm_available",
+    "timm_model_names",
     "torchvision_model_names",
 ]
 
@@ -67,6 +75,14 @@ def build_model(spec: BaseArchSpec | dict[str, Any] | str) -> nn.Module:
         return WideResNet(spec.depth, spec.width, spec.num_classes, spec.in_channels, spec.dropout)
     if isinstance(spec, TorchvisionSpec):
         return build_torchvision_model(spec.name, spec.num_classes)
+    if isinstance(spec, TimmSpec):
+        return build_timm_model(spec.name, spec.num_classes, spec.in_channels)
+    if isinstance(spec, OnnxSpec):
+        raise SpecError(
+            'the "onnx" family is built from the .onnx file itself: pass it as the checkpoint (CLI: gscore '
+            "score --model FILE.onnx) or call gscore.onnx_models.load_onnx_model(path, max_bytes=...)",
+            field="arch.family",
+        )
     if isinstance(spec, MLPSpec):
         return MLP(spec.in_features, list(spec.hidden), spec.num_classes, spec.dropout)
     if isinstance(spec, CNNSpec):
@@ -87,6 +103,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "wrn": {"family": "wrn", "depth": 18, "width": 32, "num_classes": 100, "dropout": 0.0},
     "torchvision": {"family": "torchvision", "name": "resnet18", "num_classes": 10},
     "mlp": {"family": "mlp", "in_features": 64, "hidden": [64, 64], "num_classes": 10, "dropout": 0.0},
+    "timm": {"family": "timm", "name": "resnet18", "num_classes": 10, "in_channels": 3},
+    "onnx": {"family": "onnx"},
     "cnn": {
         "family": "cnn",
         "in_channels": 1,

@@ -9,6 +9,9 @@ Families (layouts are documented in ``models/vgg.py``, ``models/wrn.py``, ``mode
 - ``wrn``: the paper's four-stage Wide-ResNet variants, depth 18 or 26, first-stage width 32 or 48.
 - ``torchvision``: any torchvision classification model by name, never pretrained.
 - ``mlp`` and ``cnn``: small models for small inputs (e.g. 8x8 digits).
+- ``timm``: any timm model by name, never pretrained (optional extra ``gscore[timm]``).
+- ``onnx``: the architecture and weights are one ``.onnx`` file (gscore/onnx_models.py); the spec only
+  carries ``input``, and the file is passed where a checkpoint would be.
 
 Every spec has ``num_classes`` and an optional ``input`` normalization: ``"dataset"`` (the default: use the
 dataset's constants, e.g. CIFAR mean/std for CIFAR datasets, none for others), ``null`` (no normalization)
@@ -237,8 +240,62 @@ class CNNSpec(BaseArchSpec):
     input: InputSetting = "dataset"
 
 
+class TimmSpec(BaseArchSpec):
+    """Any timm model, built with ``pretrained=False`` (nothing is downloaded); needs ``gscore[timm]``."""
+
+    summary: ClassVar[str] = (
+        "A timm model by name (timm.create_model(name, pretrained=False, num_classes=N, in_chans=C)); never "
+        "pretrained, nothing downloaded; needs the optional extra gscore[timm]. Only ReLU-type calls are "
+        "measured: for models with GELU/SiLU activations (ViT, ConvNeXt, EfficientNet) c1-c4 are undefined "
+        "and the other measures still run."
+    )
+
+    family: Literal["timm"] = Field(description=FAMILY_DOC)
+    name: str = Field(min_length=1, max_length=100, description="A timm model name (timm.list_models()).")
+    num_classes: NumClasses
+    in_channels: InChannels = 3
+    input: InputSetting = "dataset"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra=lambda schema: (
+            schema["properties"]["name"].update(enum=_timm_names()) if _timm_names() else None
+        ),
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        from models.timm_models import TIMM_INSTALL_HINT, timm_available
+
+        if not timm_available():
+            raise ValueError(TIMM_INSTALL_HINT)
+        names = _timm_names()
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+            hint = f"close matches: {', '.join(close)}" if close else "GET /v1/architectures lists the names"
+            raise ValueError(f"unknown timm model {name!r}; {hint} ({len(names)} names)")
+        return name
+
+
+class OnnxSpec(BaseArchSpec):
+    """An ONNX file holds architecture and weights; the spec only says how to normalize its input."""
+
+    summary: ClassVar[str] = (
+        "Any architecture exported to ONNX (torch.onnx.export(..., external_data=False)): the .onnx file is "
+        "both architecture and weights and is sent instead of a checkpoint (CLI: gscore score --model "
+        "FILE.onnx). ONNX Relu nodes are the measured ReLU calls. Refused: external data, unsupported "
+        "operators (named), inputs that do not fit the dataset's images. Needs the optional extra gscore[onnx]."
+    )
+
+    family: Literal["onnx"] = Field(description=FAMILY_DOC)
+    input: InputSetting = "dataset"
+
+
 ArchSpec = Annotated[
-    Union[VGGSpec, WRNSpec, TorchvisionSpec, MLPSpec, CNNSpec],  # noqa: UP007
+    Union[VGGSpec, WRNSpec, TorchvisionSpec, MLPSpec, CNNSpec, TimmSpec, OnnxSpec],  # noqa: UP007
     Field(discriminator="family"),
 ]
 """Type of a parsed spec; usable as a field type in other pydantic models (``arch: ArchSpec``)."""
@@ -249,8 +306,16 @@ SPEC_CLASSES: dict[str, type[BaseArchSpec]] = {
     "torchvision": TorchvisionSpec,
     "mlp": MLPSpec,
     "cnn": CNNSpec,
+    "timm": TimmSpec,
+    "onnx": OnnxSpec,
 }
 FAMILIES: tuple[str, ...] = tuple(SPEC_CLASSES)
+
+
+def _timm_names() -> list[str]:
+    from models.timm_models import timm_model_names
+
+    return timm_model_names()
 
 
 def _torchvision_names() -> list[str]:

@@ -84,8 +84,10 @@ def test_torch_save_round_trip(tmp_path: Path, layout: str) -> None:
     path = tmp_path / "model.pt"
     torch.save(payload, path)
     loaded = read_state_dict(path)
-    assert_same(loaded, state)
-    load_into(TinyNet(), loaded)
+    fresh = TinyNet()
+    report = load_into(fresh, loaded)
+    assert report.removed_prefix == ("module." if layout == "dataparallel" else None)
+    assert_same(fresh.state_dict(), state)
 
 
 def test_torch_load_called_with_weights_only_true(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,8 +226,8 @@ def test_mismatch_message_truncated_with_counts() -> None:
 
 def test_prefix_hint_and_missing_num_batches_tracked() -> None:
     state = TinyNet().state_dict()
-    with pytest.raises(CheckpointMismatchError, match="prefix 'model.'"):
-        load_into(TinyNet(), {f"model.{k}": v for k, v in state.items()})
+    with pytest.raises(CheckpointMismatchError, match="prefix 'backbone.'"):  # not a wrapper prefix
+        load_into(TinyNet(), {f"backbone.{k}": v for k, v in state.items()})
     del state["bn.num_batches_tracked"]
     load_into(TinyNet(), state)  # tolerated: old/converted checkpoints lack the counter
 
@@ -259,3 +261,133 @@ def test_torch_file_misnamed_safetensors_gets_a_hint(tmp_path: Path) -> None:
     path.write_bytes(b"\x00" * 64)  # plain garbage keeps the generic message
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
         read_state_dict(path)
+
+
+# ---- wrapper prefixes, Lightning checkpoints, torch.export archives ------------------------------
+
+
+@pytest.mark.parametrize(
+    "prefix", ["module.", "model.", "_orig_mod.", "net.", "_orig_mod.module.", "model.module."]
+)
+def test_wrapper_prefix_is_removed_and_reported(tmp_path: Path, prefix: str) -> None:
+    source = TinyNet()
+    path = tmp_path / "wrapped.pt"
+    torch.save({f"{prefix}{k}": v for k, v in source.state_dict().items()}, path)
+    fresh = TinyNet()
+    report = load_into(fresh, read_state_dict(path))
+    assert report.removed_prefix == prefix
+    assert_same(fresh.state_dict(), source.state_dict())
+
+
+class HoldsModel(nn.Module):
+    """An architecture whose own keys start with 'model.': nothing may be stripped from them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.Linear(2, 2)
+
+
+def test_prefix_kept_when_keys_already_fit_and_mismatch_when_unprefixed_keys_do_not() -> None:
+    source = HoldsModel()
+    fresh = HoldsModel()
+    assert load_into(fresh, source.state_dict()).removed_prefix is None
+    assert torch.equal(fresh.model.weight, source.model.weight)
+    # 'module.' stripped leaves fc1/bn/fc2 minus fc2: not exactly TinyNet's keys -> reported as stored
+    state = {f"module.{k}": v for k, v in TinyNet().state_dict().items() if not k.startswith("fc2.")}
+    with pytest.raises(CheckpointMismatchError, match="module.fc1.weight") as info:
+        load_into(TinyNet(), state)
+    assert "prefix 'module.'" in info.value.detail
+
+
+def test_lightning_checkpoint_loads_with_weights_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = TinyNet()
+    params = list(source.parameters())
+    lightning_ckpt = {
+        "epoch": 4,
+        "global_step": 1250,
+        "pytorch-lightning_version": "2.4.0",
+        "state_dict": {f"model.{k}": v for k, v in source.state_dict().items()},
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 5, "completed": 4}}}},
+        "callbacks": {"ModelCheckpoint{'monitor': 'val_loss'}": {"best_model_score": torch.tensor(0.31)}},
+        "optimizer_states": [
+            {
+                "state": {
+                    i: {"step": torch.tensor(1250.0), "exp_avg": torch.zeros_like(p)}
+                    for i, p in enumerate(params)
+                },
+                "param_groups": [
+                    {
+                        "lr": 1e-3,
+                        "betas": (0.9, 0.999),
+                        "weight_decay": 0.0,
+                        "params": list(range(len(params))),
+                    }
+                ],
+            }
+        ],
+        "lr_schedulers": [{"step_size": 30, "gamma": 0.1, "base_lrs": [1e-3], "last_epoch": 4}],
+        "hyper_parameters": {"lr": 1e-3, "depth": 2, "name": "tiny", "milestones": [30, 60]},
+    }
+    path = tmp_path / "epoch=4-step=1250.ckpt"
+    torch.save(lightning_ckpt, path)
+    calls: list[dict] = []
+    real_load = torch.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.torch, "load", spy)
+    fresh = TinyNet()
+    report = load_into(fresh, read_state_dict(path))
+    assert [call.get("weights_only") for call in calls] == [True]
+    assert report.removed_prefix == "model."
+    assert_same(fresh.state_dict(), source.state_dict())
+
+
+def _crafted_pt2(path: Path, marker: Path) -> None:
+    """A zip laid out like torch.export.save output whose pickles would create ``marker`` if loaded."""
+    import zipfile
+
+    payload = pickle.dumps(CreatesFile(marker), protocol=2)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/archive_format", b"pt2")
+        archive.writestr("archive/archive_version", b"0")
+        archive.writestr("archive/byteorder", b"little")
+        archive.writestr("archive/data.pkl", payload)  # what torch.load would unpickle
+        archive.writestr("archive/data/sample_inputs/model.pt", payload)
+        archive.writestr("archive/models/model.json", b"{}")
+
+
+@pytest.mark.parametrize("name", ["model.pt2", "renamed.pt", "no_suffix"])
+def test_torch_export_archive_refused_without_unpickling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / name
+    _crafted_pt2(path, marker)
+
+    def must_not_run(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a .pt2 archive reached a loader")
+
+    monkeypatch.setattr(checkpoints.torch, "load", must_not_run)
+    monkeypatch.setattr(torch.export, "load", must_not_run)
+    with pytest.raises(CheckpointError, match=r"torch\.export archive \(\.pt2\).*ONNX"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_real_torch_export_archive_refused_by_content(tmp_path: Path) -> None:
+    program = torch.export.export(nn.Linear(2, 2), (torch.randn(1, 2),))
+    path = tmp_path / "exported.pt2"
+    torch.export.save(program, path)
+    renamed = path.rename(tmp_path / "weights.bin")
+    with pytest.raises(CheckpointError, match="torch.export archive"):
+        read_state_dict(renamed)
+    # an ordinary torch.save zip is not mistaken for one
+    plain = tmp_path / "plain.pt"
+    torch.save(TinyNet().state_dict(), plain)
+    assert not checkpoints.looks_like_torch_export_archive(plain)
+    assert checkpoints.looks_like_torch_export_archive(renamed)

@@ -293,7 +293,7 @@ def test_catalog_lists_families_with_fields_and_working_examples() -> None:
     catalog = architecture_catalog()
     json.dumps(catalog)
     by_family = {entry["family"]: entry for entry in catalog}
-    assert set(by_family) == {"vgg", "wrn", "torchvision", "mlp", "cnn"}
+    assert set(by_family) == {"vgg", "wrn", "torchvision", "mlp", "cnn", "timm", "onnx"}
     vgg_fields = {f["name"]: f for f in by_family["vgg"]["fields"]}
     assert vgg_fields["depth"]["allowed"] == [9, 13] and vgg_fields["depth"]["default"] == 9
     assert vgg_fields["num_classes"]["required"] is True

@@ -382,3 +382,19 @@ def test_unusable_device_is_a_clear_error(cnn_checkpoint, capsys, device, needle
         pytest.skip("a CUDA device is present")
     code, out, err = score_cli(capsys, cnn_checkpoint, "digits", "--device", device)
     assert code == 2 and out == "" and needle in err and "Traceback" not in err
+
+
+def test_a_wrapper_prefix_is_removed_and_reported(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = build_model(CNN)
+    wrapped = tmp_path / "ddp.safetensors"
+    save_file({f"module.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(wrapped))
+    plain = saved_model(tmp_path / "plain.safetensors", CNN)
+    common = dict(arch=CNN, dataset="digits", measures=["c3"], samples_per_class=10, device="cpu")
+    from_wrapped = score(ScoreRequest(checkpoint=wrapped, **common))
+    from_plain = score(ScoreRequest(checkpoint=plain, **common))
+    assert from_wrapped["meta"]["checkpoint_prefix_removed"] == "module."
+    assert "checkpoint_prefix_removed" not in from_plain["meta"]
+    assert from_wrapped["scores"] == from_plain["scores"]
