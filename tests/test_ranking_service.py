@@ -49,18 +49,21 @@ def test_quick_experiment_produces_a_complete_table(quick_zoo):
     assert ranking["n_models"] == ranking["n_models_with_target"] == len(digits_zoo.quick_grid())
     assert list(ranking["measures"]) == ["c1", "c2", "c3", "c4"]
     varied = {"learning_rate", "weight_decay", "batch_size", "dropout", "width"}
+    trained = json.loads((out_dir / "models.json").read_text())
+    fitted = [r for r in trained if r["train_accuracy"] >= ranking["min_train_accuracy"]]
+    assert ranking["n_left_out"] == len(trained) - len(fitted)
     for name, row in ranking["measures"].items():
-        assert row["tau"] is not None and -1 <= row["tau"] <= 1, name
-        for axis in varied:  # every axis the quick grid varies has a group, hence a coefficient or a reason
-            assert row["groups"][axis] >= 1, (name, axis)
-            if row["psi"][axis] is None:  # e.g. two models with the same test accuracy: said, not NaN
-                assert "does not change" in row["why"][axis], (name, axis, row["why"])
+        # a coefficient, or a reason (underfit models left out, a measure not ok, a constant target)
+        for key in ["tau", *varied, "total"]:
+            value = row["tau"] if key == "tau" else row["psi"][key]
+            if value is None:
+                assert row["why"][key] and row["ci_low"][key] is None, (name, key)
             else:
-                assert -1 <= row["psi"][axis] <= 1
-        assert row["psi"]["total"] is not None
-        assert sorted(row["ranking"]) == sorted(
-            r["name"] for r in json.loads((out_dir / "models.json").read_text())
-        )
+                assert row["ci_low"][key] <= value <= row["ci_high"][key], (name, key)
+        assert row["n_models"] <= len(fitted)
+        assert sorted(r["name"] for r in row["ranking"]) == sorted(r["name"] for r in trained)
+        ranked = [r for r in row["ranking"] if r["rank"] is not None]
+        assert [r["rank"] for r in ranked] == sorted(r["rank"] for r in ranked)
     header = table.splitlines()[1].split()
     assert header[0] == "measure" and "total" in header and "tau" in header
     assert all(any(line.startswith(m + " ") for line in table.splitlines()) for m in ["c1", "c2", "c3", "c4"])
@@ -70,6 +73,7 @@ def test_http_ranking_equals_offline_rank(quick_zoo, embedded_stack: Stack, tmp_
     collection, out_dir, _ = quick_zoo
     with embedded_stack.client() as http:
         models = http.get(f"/v1/collections/{collection}").json()["models"]
+        results = {m["job_id"]: http.get(f"/v1/jobs/{m['job_id']}").json()["result"] for m in models}
         online = http.get(
             f"/v1/collections/{collection}/ranking", params={"target": "generalization_gap"}
         ).json()
@@ -81,6 +85,10 @@ def test_http_ranking_equals_offline_rank(quick_zoo, embedded_stack: Stack, tmp_
                     "name": m["model_name"],
                     "hyperparameters": m["hyperparameters"],
                     "scores": m["scores"],
+                    "status": results[m["job_id"]].get("status") or {},
+                    "meta": {
+                        key: results[m["job_id"]]["meta"].get(key) for key in ("split", "probe_accuracy")
+                    },
                     "test_accuracy": m["test_accuracy"],
                     "train_accuracy": m["train_accuracy"],
                 }
@@ -123,6 +131,50 @@ def test_ranking_verb_and_plot_endpoint(quick_zoo, embedded_stack: Stack, tmp_pa
         problem = response.json()
         assert response.status_code == 422 and problem["type"] == "unknown-measure", problem
         assert problem["field"] == field and "'zz'" in problem["detail"] and "c3" in problem["detail"]
+
+
+def test_ranking_protocol_and_interval_query_parameters(
+    quick_zoo, embedded_stack: Stack, capsys, monkeypatch
+):
+    collection, out_dir, _ = quick_zoo
+    trained = {r["name"]: r for r in json.loads((out_dir / "models.json").read_text())}
+    # leaves out the least fitted model (none if every model reached 1.0)
+    strict = min(1.0, min(r["train_accuracy"] for r in trained.values()) + 1e-9)
+    base = f"/v1/collections/{collection}/ranking"
+    with embedded_stack.client() as http:
+        everyone = http.get(base, params={"min_train_accuracy": 0, "measures": "c3"}).json()
+        tight = http.get(base, params={"min_train_accuracy": strict, "measures": "c3", "seed": 4}).json()
+        again = http.get(base, params={"min_train_accuracy": strict, "measures": "c3", "seed": 4}).json()
+        bare = http.get(base, params={"measures": "c3", "n_resamples": 0, "level": 0.9}).json()
+        too_high = http.get(base, params={"min_train_accuracy": 1.5})
+        bad_level = http.get(base, params={"level": 1})
+    assert everyone["n_left_out"] == 0 and everyone["measures"]["c3"]["n_models"] == len(trained)
+    expected_out = sorted(name for name, r in trained.items() if r["train_accuracy"] < strict)
+    assert (
+        sorted(m["name"] for m in tight["left_out"])
+        == expected_out
+        == sorted(m["name"] for m in tight["left_out"])
+    )
+    assert tight["n_left_out"] == len(expected_out)
+    rows = {row["name"]: row for row in tight["measures"]["c3"]["ranking"]}
+    assert all(
+        rows[name]["rank"] is None and "below min_train_accuracy" in rows[name]["reason"]
+        for name in expected_out
+    )
+    assert tight == again  # seeded intervals
+    assert bare["bootstrap"] == {"level": 0.9, "n_resamples": 0, "seed": 0}
+    assert set(bare["measures"]["c3"]["ci_low"].values()) == {None}
+    assert too_high.status_code == 422 and bad_level.status_code == 422
+    monkeypatch.setenv("GSCORE_URL", embedded_stack.url)
+    out = _cli_csv(capsys, collection, strict)
+    assert out[0] == "measure,rank,name,score,test_accuracy,train_accuracy,in_coefficients,reason"
+    assert len(out) == 1 + 2  # header and the two best models
+
+
+def _cli_csv(capsys, collection: str, strict: float) -> list[str]:
+    args = ["ranking", collection, "--format", "csv", "--top", "2", "--measures", "c3"]
+    assert gscore_main([*args, "--min-train-accuracy", str(strict)]) == 0
+    return capsys.readouterr().out.splitlines()
 
 
 def test_table_verb_reports_unreachable_service(capsys, monkeypatch):
