@@ -109,6 +109,48 @@ _ENTRIES = [
     ),
 ]
 
+# Intrinsic dimension of activations (seed 003): TwoNN on held-out data by default.
+_ID_PARAMETERS = {"resamples": 20, "fraction": 0.9, "samples": None, "split": "test", "seed": 0}
+_ID_RULES = {"resamples": "count0", "fraction": "fraction", "samples": "optional_count", "split": "split"}
+_REPRESENTATIONS = frozenset({"representations", "probe"})
+
+_ENTRIES += [
+    Measure(
+        "llid",
+        "last-layer intrinsic dimension (TwoNN)",
+        -1,
+        _REPRESENTATIONS,
+        "representations",
+        "gscore.intrinsic_dimension:llid_measure",
+        dict(_ID_PARAMETERS),
+        dict(_ID_RULES),
+        description="TwoNN intrinsic dimension of the input of the model's last nn.Linear call, mean over "
+        "seeded resamples",
+    ),
+    Measure(
+        "pid",
+        "peak intrinsic dimension over stages (TwoNN)",
+        +1,
+        _REPRESENTATIONS,
+        "representations",
+        "gscore.intrinsic_dimension:pid_measure",
+        dict(_ID_PARAMETERS),
+        dict(_ID_RULES),
+        description="maximum TwoNN intrinsic dimension over the stage outputs and the last-layer input",
+    ),
+    Measure(
+        "id_ratio",
+        "peak / last-layer intrinsic dimension",
+        +1,
+        _REPRESENTATIONS,
+        "representations",
+        "gscore.intrinsic_dimension:id_ratio_measure",
+        dict(_ID_PARAMETERS),
+        dict(_ID_RULES),
+        description="pid / llid",
+    ),
+]
+
 MEASURES: dict[str, Measure] = {m.name: m for m in _ENTRIES}
 
 CLUSTERING_MEASURES: tuple[str, ...] = ("c1", "c2", "c3", "c4")
