@@ -96,7 +96,8 @@ def _up(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(
-        f"gscore up: API on http://{args.host}:{args.port} (dashboard at /, docs at /docs), one worker; Ctrl-C stops both",
+        f"gscore up: API on http://{args.host}:{args.port} (dashboard at /, docs at /docs), one worker; "
+        "Ctrl-C stops both",
         file=sys.stderr,
     )
     exit_code = 0

@@ -64,3 +64,81 @@ def test_plot_survives_scores_near_the_float_maximum() -> None:
     ]
     assert png_size(plot_measures(records, ["c3", "c4"])) == (800, 350)
     assert png_size(plot_measures(records[:1], ["c3"])) == PANEL_SIZE_PX  # a lone point at 1e308
+
+
+# ---- colour by a hyperparameter, orientation labels, tau intervals -------------------------------------
+def _pixels(data: bytes):
+    import io
+
+    from matplotlib.image import imread
+
+    return imread(io.BytesIO(data), format="png")[..., :3]
+
+
+def _has_colour(pixels, rgb: tuple[float, float, float], tolerance: float = 0.02) -> bool:
+    import numpy as np
+
+    return bool((np.abs(pixels - np.array(rgb)).max(axis=-1) < tolerance).any())
+
+
+def test_color_by_draws_one_colour_per_value() -> None:
+    """Points coloured by bs (two values) show tab10's first two colours; uncoloured plots only the first."""
+    from matplotlib import colormaps
+
+    def on_white(rgb: tuple[float, ...], alpha: float) -> tuple[float, ...]:
+        return tuple(alpha * c + (1 - alpha) for c in rgb)
+
+    blue, orange = colormaps["tab10"](0)[:3], colormaps["tab10"](1)[:3]
+    coloured = _pixels(plot_measures(collection(), ["c3"], color_by="bs"))
+    plain = _pixels(plot_measures(collection(), ["c3"]))
+    assert _has_colour(coloured, on_white(blue, 0.85)) and _has_colour(coloured, on_white(orange, 0.85))
+    assert _has_colour(plain, on_white(blue, 0.8)) and not _has_colour(plain, on_white(orange, 0.8))
+
+
+def test_color_by_an_unknown_hyperparameter_is_refused() -> None:
+    with pytest.raises(RankingInputError, match="'lr'"):
+        plot_measures(collection(), ["c3"], color_by="lr")
+
+
+def test_colour_groups_sort_values_and_label_missing() -> None:
+    from gscore.plots import colour_groups
+
+    assert colour_groups([64, 32, None, 32, "x"]) == [
+        ("32", [1, 3]),
+        ("64", [0]),
+        ("x", [4]),
+        ("(not set)", [2]),
+    ]
+    assert colour_groups([[1, 2], [1, 2]]) == [("(1, 2)", [0, 1])]
+
+
+def test_many_numeric_values_get_a_colour_bar() -> None:
+    records = [
+        ModelRecord(f"m{k}", {"lr": 0.001 * (k + 1)}, {"c3": float(k)}, 0.5 + 0.01 * k) for k in range(30)
+    ]
+    assert png_size(plot_measures(records, ["c3"], color_by="lr")) == PANEL_SIZE_PX
+
+
+def test_orientation_label() -> None:
+    from gscore.plots import orientation_label
+
+    assert orientation_label("c3") == "c3 (higher predicts better generalization)"
+    assert orientation_label("random_sharpness") == "random_sharpness (lower predicts better generalization)"
+
+
+def test_tau_text_with_and_without_an_interval() -> None:
+    from gscore.plots import coefficient_interval, tau_text
+
+    assert tau_text({"tau": 0.5312}) == "tau = 0.53"
+    assert tau_text({"tau": None}) == "tau n/a"
+    entry = {
+        "tau": 0.53,
+        "psi": {"bs": 0.4, "total": 0.4},
+        "ci_low": {"tau": 0.21, "bs": 0.1},
+        "ci_high": {"tau": 0.8, "bs": 0.6},
+    }
+    assert tau_text(entry) == "tau = 0.53 [0.21, 0.80]"
+    assert coefficient_interval(entry, "bs") == (0.1, 0.6)
+    assert coefficient_interval(entry, "total") is None
+    assert tau_text({"tau": 0.5, "ci_low": 0.25, "ci_high": 0.75}) == "tau = 0.50 [0.25, 0.75]"
+    assert coefficient_interval({"tau": 0.5, "ci_low": 0.25, "ci_high": 0.75}, "bs") is None

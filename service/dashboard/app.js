@@ -1,0 +1,38 @@
+// Hash router: #/ collections, #/collections/NAME, #/jobs, #/jobs/ID. Each view renders into <main>
+// and returns a stop function (for its polling) that runs when the route changes.
+import { esc } from "/dashboard/format.js";
+import { renderCollections } from "/dashboard/collections.js";
+import { renderCollection } from "/dashboard/collection.js";
+import { renderJobs } from "/dashboard/jobs.js";
+import { renderJob } from "/dashboard/job.js";
+
+const view = document.getElementById("view");
+let stopCurrent = null;
+
+function route(hash) {
+  const path = hash.replace(/^#/, "").split("?")[0] || "/";
+  let match = path.match(/^\/collections\/(.+)$/);
+  if (match) return { nav: "collections", render: (el) => renderCollection(el, decodeURIComponent(match[1])) };
+  match = path.match(/^\/jobs\/(.+)$/);
+  if (match) return { nav: "jobs", render: (el) => renderJob(el, decodeURIComponent(match[1])) };
+  if (path === "/jobs") return { nav: "jobs", render: renderJobs };
+  return { nav: "collections", render: renderCollections };
+}
+
+async function show() {
+  if (stopCurrent) stopCurrent();
+  stopCurrent = null;
+  const { nav, render } = route(window.location.hash);
+  for (const link of document.querySelectorAll("header nav a[data-nav]")) {
+    link.classList.toggle("active", link.dataset.nav === nav);
+  }
+  view.innerHTML = '<p class="muted">Loading…</p>';
+  try {
+    stopCurrent = (await render(view)) || null;
+  } catch (error) {
+    view.innerHTML = `<div class="error" role="alert"><strong>Could not load this page.</strong> ${esc(error.message)}</div>`;
+  }
+}
+
+window.addEventListener("hashchange", show);
+show();
