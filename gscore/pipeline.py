@@ -6,8 +6,9 @@
     result == {"scores": {"c3": 0.41, ...}, "status": {"c3": {"status": "ok", ...}}, "meta": {...}}
 
 Stages reported through ``progress(stage, done, total)``: ``load``, ``extract``
-(samples), ``measures`` (activation measures done), and one stage per other
-measure, named after it (sharpness: bisection steps).
+(samples), then one stage per measure, named after it (c1-c4: 0/1 then 1/1;
+sharpness: bisection steps). ``meta.seconds`` times ``load``, ``extract``,
+``measures`` (c1-c4 together) and each other measure.
 
 Every measure of the request gets a status (``result["status"][name]``: ``ok``,
 ``undefined`` or ``failed`` with a ``reason`` and ``warnings``); its score is None
@@ -370,7 +371,6 @@ def compute_measures(ctx: MeasureContext) -> list[MeasureResult]:
     prepared on first use and shared (:class:`MeasureContext`). Raises ``MeasureError`` when none of
     them could be computed, ``JobCancelled`` when the run is cancelled."""
     results: list[MeasureResult] = []
-    grouped = [m.name for m, _ in ctx.plan if m.kind == "activations"]
     for measure, params in ctx.plan:
         ctx.check_cancel()
         if measure.kind == "activations":
@@ -378,13 +378,13 @@ def compute_measures(ctx: MeasureContext) -> list[MeasureResult]:
                 ctx.activations()  # the extraction is its own stage, timed apart from the measures
             except MeasureError:
                 pass  # each activation measure reports the reason below
-            ctx.report("measures", grouped.index(measure.name), len(grouped))
+            ctx.report(measure.name, 0, 1)  # progress names the measure running (others report their own)
         started = time.perf_counter()
         results.append(_compute_one(ctx, measure.name, measure.compute, params))
         stage = "measures" if measure.kind == "activations" else measure.name
         ctx.timings[stage] = ctx.timings.get(stage, 0.0) + time.perf_counter() - started
-        if measure.kind == "activations" and measure.name == grouped[-1]:
-            ctx.report("measures", len(grouped), len(grouped))
+        if measure.kind == "activations":
+            ctx.report(measure.name, 1, 1)
     if results and all(r.status != OK for r in results):
         reasons = "; ".join(f"{r.name}: {r.reason}" for r in results)
         raise MeasureError(
