@@ -8,17 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gscore.settings import Settings, get_settings
+from jobstore.broker import create_celery
+from jobstore.datasets_repo import DatasetsRepo
+from jobstore.db import make_session_factory
+from jobstore.dispatch import Dispatcher
+from jobstore.jobs_repo import JobsRepo
+from jobstore.reaper import ReaperThread
+from jobstore.storage import Storage
 from service.context import ServiceContext
-from service.datasets_repo import DatasetsRepo
-from service.db import make_session_factory
-from service.dispatch import Dispatcher
-from service.jobs_repo import JobsRepo
 from service.metrics import ServiceMetrics
 from service.problems import install_problem_handlers
-from service.reaper import ReaperThread
-from service.routes import catalog, collections, datasets, health, jobs
-from service.storage import Storage
-from worker.celery_app import create_celery
+from service.routes import api_docs, catalog, collections, dashboard, datasets, health, jobs
 
 API_DESCRIPTION = (
     "Generalization scores for trained image classifiers. Submit a checkpoint with `POST /v1/jobs`, poll "
@@ -63,12 +63,17 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
             if reaper is not None:
                 reaper.stop()
 
-    app = FastAPI(
-        title="gscore", version="1", description=API_DESCRIPTION, docs_url="/docs", lifespan=lifespan
+    app = FastAPI(  # /docs and /redoc are served offline by service.routes.api_docs
+        title="gscore",
+        version="1",
+        description=API_DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.context = context
     install_problem_handlers(app)
     app.middleware("http")(context.metrics.middleware)
-    for module in (jobs, collections, datasets, catalog, health):
+    for module in (jobs, collections, datasets, catalog, health, api_docs, dashboard):
         app.include_router(module.router)
     return app

@@ -8,11 +8,11 @@ from fastapi import Request
 from sqlalchemy.orm import sessionmaker
 
 from gscore.settings import Settings
-from service.datasets_repo import DatasetsRepo
-from service.dispatch import Dispatcher
-from service.jobs_repo import JobsRepo
+from jobstore.datasets_repo import DatasetsRepo
+from jobstore.dispatch import Dispatcher
+from jobstore.jobs_repo import JobsRepo
+from jobstore.storage import Storage
 from service.metrics import ServiceMetrics
-from service.storage import Storage
 
 
 @dataclass

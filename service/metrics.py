@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
-from service.jobs_repo import STATES, JobsRepo
+from jobstore.jobs_repo import STATES, JobsRepo
 
 
 class JobTableCollector(Collector):

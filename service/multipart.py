@@ -13,8 +13,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from jobstore.storage import UploadSink, UploadTooLarge
 from service.problems import Problem
-from service.storage import UploadSink, UploadTooLarge
 
 MAX_FIELD_BYTES = 1024 * 1024
 MAX_PARTS = 32

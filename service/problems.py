@@ -14,6 +14,7 @@ from gscore.errors import GScoreError, SpecError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("gscore.service")
+REQUEST_PARTS = ("body", "query", "path", "header")  # dropped from a validation error's field name
 
 _HTTP_TITLES = {
     400: "Bad request",
@@ -26,6 +27,16 @@ _HTTP_TITLES = {
     500: "Internal server error",
     503: "Service unavailable",
 }
+
+
+PROBLEM = {
+    "content": {PROBLEM_MEDIA_TYPE: {}}
+}  # an OpenAPI ``responses`` entry: "answers a problem document"
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict]:
+    """``responses=`` for a route whose errors are problem documents, e.g. ``problem_responses(404, 409)``."""
+    return {status: PROBLEM for status in statuses}
 
 
 class Problem(Exception):
@@ -50,6 +61,16 @@ class Problem(Exception):
         return cls(status, error.type, error.title, error.detail, **extra)
 
 
+def job_not_found(job_id: str) -> Problem:
+    """404 for a job id the table does not hold."""
+    return Problem(404, "job-not-found", "Job not found", f"no job with id {job_id!r}")
+
+
+def collection_not_found(name: str) -> Problem:
+    """404 for a collection no job was submitted to."""
+    return Problem(404, "collection-not-found", "Collection not found", f"no job was submitted to {name!r}")
+
+
 def problem_response(
     request: Request, status: int, type_: str, title: str, detail: str, **extra: Any
 ) -> JSONResponse:
@@ -61,7 +82,7 @@ def problem_response(
 def _validation_detail(exc: RequestValidationError) -> tuple[str, str | None]:
     messages, first_field = [], None
     for err in exc.errors():
-        location = ".".join(str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path"))
+        location = ".".join(str(part) for part in err.get("loc", ()) if part not in REQUEST_PARTS)
         first_field = first_field or location or None
         messages.append(f"{location or 'request'}: {err.get('msg', 'invalid')}")
     return "; ".join(messages) or "invalid request", first_field

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.db import Job
+from jobstore.db import Job
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -26,6 +26,10 @@ class JobError(BaseModel):
 
 class JobResult(BaseModel):
     scores: dict[str, float | None]
+    status: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per measure: {status: ok | undefined | failed, reason, warnings}; a null score says why",
+    )
     meta: dict[str, Any]
 
 
@@ -78,6 +82,59 @@ class CollectionModel(BaseModel):
 class CollectionOut(BaseModel):
     name: str
     models: list[CollectionModel]
+
+
+class RankedModel(BaseModel):
+    rank: int | None = Field(description="1 = best predicted; equal scores share a rank; null: not ranked")
+    name: str
+    score: float | None = Field(description="the raw measure value (not oriented)")
+    test_accuracy: float | None
+    train_accuracy: float | None = Field(description="given by the client, else measured on the train split")
+    in_coefficients: bool
+    reason: str | None = Field(description="why the model is not ranked or not counted in the coefficients")
+
+
+class MeasureRanking(BaseModel):
+    orientation: int = Field(description="+1: higher predicts better generalization; -1: lower")
+    tau: float | None
+    n_models: int = Field(description="models counted in this measure's coefficients")
+    n_skipped: int = Field(description="models without a usable score (status not ok, missing, non-finite)")
+    psi: dict[str, float | None] = Field(description="granulated Kendall per axis, and 'total'")
+    groups: dict[str, int] = Field(description="groups per axis")
+    ci_low: dict[str, float | None] = Field(description="bootstrap interval low end per 'tau', axis, 'total'")
+    ci_high: dict[str, float | None]
+    why: dict[str, str] = Field(description="the reason for each null coefficient")
+    ranking: list[RankedModel]
+
+
+class LeftOutModel(BaseModel):
+    name: str
+    train_accuracy: float | None
+    reason: str
+
+
+class BootstrapSettings(BaseModel):
+    level: float
+    n_resamples: int
+    seed: int
+
+
+class NotScoredModel(BaseModel):
+    name: str
+    state: JobState
+
+
+class RankingOut(BaseModel):
+    target: Literal["test_accuracy", "generalization_gap"]
+    n_models: int
+    n_models_with_target: int
+    min_train_accuracy: float = Field(description="the protocol's threshold; 0: off")
+    n_left_out: int = Field(description="models the protocol left out of every coefficient")
+    left_out: list[LeftOutModel]
+    bootstrap: BootstrapSettings
+    axes: list[str]
+    measures: dict[str, MeasureRanking]
+    not_scored: list[NotScoredModel] = Field(description="models whose job has not succeeded")
 
 
 class DatasetOut(BaseModel):

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from gscore.errors import CheckpointError, SpecError
-from service.checkpoint_format import checkpoint_format_problem
+from jobstore.checkpoint_format import checkpoint_format_problem
+from jobstore.db import Job, utcnow
+from jobstore.dedupe import dedupe_key, duplicate_result
+from jobstore.jobs_repo import QUEUED, SUCCEEDED
+from jobstore.specs import JobSpec, normalized_spec, parse_meta, parse_spec, score_request
+from jobstore.storage import UploadSink
 from service.context import ServiceContext
-from service.db import Job, utcnow
-from service.jobs_repo import QUEUED, SUCCEEDED
 from service.multipart import UploadedForm
 from service.problems import Problem
-from service.specs import JobSpec, dedupe_key, normalized_spec, parse_meta, parse_spec, score_request
-from service.storage import UploadSink
 
 log = logging.getLogger("gscore.service")
 BROKER_RETRY_AFTER_SECONDS = 5  # a 503 for an unreachable broker says when to retry
@@ -36,13 +37,6 @@ FINGERPRINT_FIELDS = (
     "test_accuracy",
     "train_accuracy",
 )
-
-
-def deduplicated_result(result: dict[str, Any], source_job_id: str) -> dict[str, Any]:
-    return {
-        "scores": dict(result["scores"]),
-        "meta": {**result.get("meta", {}), "deduplicated_from": source_job_id},
-    }
 
 
 @dataclass
@@ -134,11 +128,11 @@ def create_job(ctx: ServiceContext, form: UploadedForm, idempotency_key: str | N
     validate_request(score_request(submission.stored_spec, sink.path, ctx.settings, submission.dataset_path))
     ctx.storage.keep_checkpoint(sink)
     fields = submission.fields
-    previous = ctx.repo.find_succeeded(fields["dedupe_key"])
-    if previous is not None and previous.result:
+    earlier_result = duplicate_result(ctx.repo, fields["dedupe_key"])
+    if earlier_result is not None:
         job = ctx.repo.create(
             state=SUCCEEDED,
-            result=deduplicated_result(previous.result, previous.id),
+            result=earlier_result,
             progress_stage="deduplicated",
             finished_at=utcnow(),
             **fields,
@@ -147,7 +141,7 @@ def create_job(ctx: ServiceContext, form: UploadedForm, idempotency_key: str | N
         if winner is not job:
             return winner
         ctx.metrics.submitted.labels("deduplicated").inc()
-        log.info("job %s: deduplicated from %s", job.id, previous.id)
+        log.info("job %s: deduplicated from %s", job.id, earlier_result["meta"]["deduplicated_from"])
         return job
     job = ctx.repo.create(state=QUEUED, progress_stage="queued", **fields)
     winner = _claim_key(ctx, idempotency_key, job, submission)

@@ -1,5 +1,6 @@
 """Shared fixtures for the service tests: free ports, a real uvicorn API and a real Celery worker as
-subprocesses with a temporary GSCORE_DATA_DIR, Redis availability, and a tiny digits checkpoint."""
+subprocesses with a temporary GSCORE_DATA_DIR, Redis availability, a tiny digits checkpoint, and the
+request/answer helpers shared with the in-process route tests (tests/test_routes_inprocess.py)."""
 
 from __future__ import annotations
 
@@ -236,6 +237,18 @@ def wait_for_job(client: httpx.Client, job_id: str, states: tuple[str, ...], tim
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} never reached {states}; last seen {job}")
+
+
+def assert_problem(response: httpx.Response, status: int, type_: str, *, field: str | None = None) -> dict:
+    """``response`` is an RFC 9457 problem document with this status and type (and ``field``)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == status and problem["type"] == type_
+    assert problem["title"] and problem["detail"] and problem["instance"]
+    if field is not None:
+        assert problem["field"] == field, problem
+    return problem
 
 
 def submit_job(client: httpx.Client, checkpoint: Path, spec: dict[str, Any], **fields: str) -> httpx.Response:

@@ -33,7 +33,7 @@ def test_compose_services_commands_and_volumes() -> None:
 
 def test_dockerfile_installs_the_packages_it_runs() -> None:
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    for package in ("gscore", "models", "service", "worker"):
+    for package in ("gscore", "models", "jobstore", "service", "worker"):
         assert f"COPY {package} ./{package}" in dockerfile
         assert (REPO_ROOT / package / "__init__.py").exists()
     assert 'CMD ["gscore", "serve", "--host", "0.0.0.0"' in dockerfile

@@ -28,6 +28,14 @@ def direct_scores(checkpoint: Path, dataset: str = "digits") -> dict[str, float]
     return score(request)["scores"]
 
 
+def assert_same_score(served: float | None, direct: float | None) -> None:
+    """The served score equals the engine's (an undefined score is null on both sides)."""
+    if direct is None:
+        assert served is None
+    else:
+        assert served == pytest.approx(direct, rel=1e-5, abs=1e-7)
+
+
 def test_job_scores_equal_the_engine_and_dedupe_answers_from_the_table(
     embedded_stack: Stack, digits_checkpoint: Path
 ) -> None:
@@ -52,8 +60,12 @@ def test_job_scores_equal_the_engine_and_dedupe_answers_from_the_table(
         expected = direct_scores(digits_checkpoint)
         assert set(done["result"]["scores"]) == {"c1", "c3", "c4"}
         for name, value in expected.items():
-            assert done["result"]["scores"][name] == pytest.approx(value, rel=1e-5, abs=1e-7)
+            assert_same_score(done["result"]["scores"][name], value)
         assert done["result"]["meta"]["samples"] == 100
+        for name, value in done["result"]["scores"].items():  # a null score comes with its reason
+            status = done["result"]["status"][name]
+            assert (value is None) == (status["status"] != "ok"), (name, status)
+            assert value is not None or status["reason"], (name, status)
 
         again = submit_job(client, digits_checkpoint, SPEC, collection=collection, model_name="m2").json()
         assert again["state"] == "succeeded" and again["id"] != job["id"]
@@ -109,7 +121,7 @@ def test_uploaded_dataset_is_scored_by_name(
         assert done["result"]["meta"]["dataset"] == "mydigits"
         # the same samples as the built-in digits train split: the same scores
         for name, value in direct_scores(digits_checkpoint).items():
-            assert done["result"]["scores"][name] == pytest.approx(value, rel=1e-5, abs=1e-7)
+            assert_same_score(done["result"]["scores"][name], value)
 
 
 def test_idempotency_key_returns_the_first_answer(embedded_stack: Stack, digits_checkpoint: Path) -> None:

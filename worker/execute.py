@@ -13,10 +13,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from gscore.errors import GScoreError, JobCancelled
 from gscore.settings import Settings
-from service.db import Job, make_session_factory
-from service.jobs_repo import CANCELLED, FAILED, SUCCEEDED, Claim, JobsRepo
-from service.specs import score_request
-from service.storage import Storage
+from jobstore.db import Job, make_session_factory
+from jobstore.dedupe import duplicate_result
+from jobstore.jobs_repo import CANCELLED, FAILED, SUCCEEDED, Claim, JobsRepo
+from jobstore.specs import score_request
+from jobstore.storage import Storage
 from worker.heartbeat import Heartbeat
 from worker.progress import ProgressWriter
 
@@ -79,7 +80,11 @@ def _score(job: Job, ctx: WorkerContext, progress: ProgressWriter, heartbeat: He
         spec, ctx.storage.checkpoint_path(job.checkpoint_sha256), ctx.settings, dataset_path
     )
     result = score(request, progress=progress, should_cancel=heartbeat.should_cancel)
-    result = {"scores": dict(result["scores"]), "meta": dict(result.get("meta", {}))}
+    result = {
+        "scores": dict(result["scores"]),
+        "status": dict(result.get("status", {})),  # per measure: ok | undefined | failed, reason, warnings
+        "meta": dict(result.get("meta", {})),
+    }
     result["meta"]["dataset"] = spec["dataset"]  # the uploaded name, not the stored file's
     return _json_safe(result)
 
@@ -90,12 +95,10 @@ def _outcome(
     """(state, result, error) of one attempt."""
     progress = ProgressWriter(ctx.repo, claim, ctx.settings.progress_interval_seconds)
     try:
-        previous = ctx.repo.find_succeeded(job.dedupe_key)
-        if previous is not None and previous.id != job.id and previous.result:
-            from service.submission import deduplicated_result
-
+        earlier_result = duplicate_result(ctx.repo, job.dedupe_key, excluding_job_id=job.id)
+        if earlier_result is not None:  # an identical job finished while this one was queued
             progress("deduplicated", 0, 0)
-            return SUCCEEDED, deduplicated_result(previous.result, previous.id), None
+            return SUCCEEDED, earlier_result, None
         if ctx.settings.test_job_delay_seconds > 0:
             _test_delay(ctx.settings.test_job_delay_seconds, progress, heartbeat)
         return SUCCEEDED, _score(job, ctx, progress, heartbeat), None

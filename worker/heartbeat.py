@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from service.jobs_repo import Claim, JobsRepo
+from jobstore.jobs_repo import Claim, JobsRepo
 
 log = logging.getLogger("gscore.worker")
 CANCEL_POLL_SECONDS = 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from service.jobs_repo import Claim, JobsRepo
+from jobstore.jobs_repo import Claim, JobsRepo
 
 log = logging.getLogger("gscore.worker")
 

@@ -10,7 +10,9 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from gscore.settings import Settings
-from worker.celery_app import SCORE_TASK, create_celery
+from jobstore.broker import SCORE_TASK, create_celery
+from jobstore.dispatch import Dispatcher
+from jobstore.reaper import ReaperThread
 from worker.execute import execute_job, worker_context
 
 log = logging.getLogger("gscore.worker")
@@ -40,9 +42,6 @@ def create_worker_app(settings: Settings) -> Celery:
 
     @worker_ready.connect(weak=False)
     def _start_reaper(**_: Any) -> None:
-        from service.dispatch import Dispatcher
-        from service.reaper import ReaperThread
-
         reaper = ReaperThread(
             worker_context(settings).repo,
             Dispatcher(app),

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from gscore.ranking import ModelRecord, default_measures, parse_rank_records, rank_collection
-from service.context import ServiceContext, get_context
-from service.db import Job
-from service.problems import Problem
-from service.routes.jobs import PROBLEM
-from service.schemas import CollectionList, CollectionOut, CollectionSummary, collection_model
+from gscore.ranking import (
+    DEFAULT_LEVEL,
+    DEFAULT_MIN_TRAIN_ACCURACY,
+    DEFAULT_RESAMPLES,
+    ModelRecord,
+    default_measures,
+    parse_rank_records,
+    rank_collection,
+)
+from gscore.ranking_records import MEASURE_STATUSES
+from jobstore.db import Job
+from service.context import ServiceContext
+from service.deps import Context
+from service.problems import PROBLEM, Problem, collection_not_found
+from service.schemas import CollectionList, CollectionOut, CollectionSummary, RankingOut, collection_model
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 
 @router.get("", response_model=CollectionList, summary="All collections")
-def list_collections(ctx: Annotated[ServiceContext, Depends(get_context)]) -> CollectionList:
+def list_collections(ctx: Context) -> CollectionList:
     return CollectionList(
         collections=[CollectionSummary(name=name, models=count) for name, count in ctx.repo.collections()]
     )
@@ -30,7 +39,7 @@ def list_collections(ctx: Annotated[ServiceContext, Depends(get_context)]) -> Co
     responses={404: PROBLEM},
     summary="A collection's models (latest job per model name)",
 )
-def get_collection(name: str, ctx: Annotated[ServiceContext, Depends(get_context)]) -> CollectionOut:
+def get_collection(name: str, ctx: Context) -> CollectionOut:
     return CollectionOut(name=name, models=[collection_model(job) for job in _collection_jobs(ctx, name)])
 
 
@@ -40,10 +49,30 @@ Target = Literal["test_accuracy", "generalization_gap"]
 def _collection_jobs(ctx: ServiceContext, name: str) -> list[Job]:
     jobs = ctx.repo.collection_jobs(name)
     if not jobs:
-        raise Problem(
-            404, "collection-not-found", "Collection not found", f"no job was submitted to {name!r}"
-        )
+        raise collection_not_found(name)
     return jobs
+
+
+def _result_status(result: dict[str, Any]) -> dict[str, Any]:
+    """The result's per-measure status entries of the documented shape (others are ignored)."""
+    status = result.get("status")
+    if not isinstance(status, dict):
+        return {}
+    return {
+        measure: {"status": entry["status"], "reason": entry.get("reason")}
+        for measure, entry in status.items()
+        if isinstance(entry, dict)
+        and entry.get("status") in MEASURE_STATUSES
+        and isinstance(entry.get("reason"), (str, type(None)))
+    }
+
+
+def _result_meta(result: dict[str, Any]) -> dict[str, Any]:
+    """The result's probe split and the accuracy measured on it (a training accuracy on "train")."""
+    meta = result.get("meta")
+    if not isinstance(meta, dict):
+        return {}
+    return {"split": meta.get("split"), "probe_accuracy": meta.get("probe_accuracy")}
 
 
 def _scored_records(jobs: list[Job]) -> tuple[list[ModelRecord], list[dict[str, str]]]:
@@ -56,6 +85,8 @@ def _scored_records(jobs: list[Job]) -> tuple[list[ModelRecord], list[dict[str, 
             "scores": job.result.get("scores", {}),
             "test_accuracy": job.test_accuracy,
             "train_accuracy": job.train_accuracy,
+            "status": _result_status(job.result),
+            "meta": _result_meta(job.result),
         }
         for job in scored
     ]
@@ -83,20 +114,42 @@ def _measure_list(measures: str | None, records: list[ModelRecord], field: str) 
 
 @router.get(
     "/{name}/ranking",
+    response_model=RankingOut,
     responses={404: PROBLEM, 422: PROBLEM},
     summary="Rankings and (granulated) Kendall coefficients of a collection's scored models",
 )
 def get_ranking(
     name: str,
-    ctx: Annotated[ServiceContext, Depends(get_context)],
+    ctx: Context,
     target: Target = "test_accuracy",
     measures: Annotated[str | None, Query(description="comma-separated measure names")] = None,
-) -> dict[str, Any]:
+    min_train_accuracy: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=1,
+            description="models below this training accuracy, or without one, are listed but left out "
+            "of tau and psi (the paper's protocol); 0 turns it off",
+        ),
+    ] = DEFAULT_MIN_TRAIN_ACCURACY,
+    level: Annotated[float, Query(gt=0, lt=1, description="bootstrap interval level")] = DEFAULT_LEVEL,
+    n_resamples: Annotated[
+        int, Query(ge=0, le=10_000, description="bootstrap resamples; 0: no intervals")
+    ] = DEFAULT_RESAMPLES,
+    seed: Annotated[int, Query(ge=0, le=2**32 - 1, description="bootstrap seed")] = 0,
+) -> RankingOut:
     """The same document as `gscore rank FILE --json`, plus `not_scored`: models whose job has not succeeded."""
     records, not_scored = _scored_records(_collection_jobs(ctx, name))
-    result = rank_collection(records, target=target, measures=_measure_list(measures, records, "measures"))
-    result["not_scored"] = not_scored
-    return result
+    result = rank_collection(
+        records,
+        target=target,
+        measures=_measure_list(measures, records, "measures"),
+        min_train_accuracy=min_train_accuracy,
+        level=level,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    return RankingOut.model_validate({**result, "not_scored": not_scored})
 
 
 @router.get(
@@ -107,14 +160,27 @@ def get_ranking(
 )
 def get_plot(
     name: str,
-    ctx: Annotated[ServiceContext, Depends(get_context)],
+    ctx: Context,
     measure: Annotated[str | None, Query(description="comma-separated measures; default all")] = None,
     target: Target = "test_accuracy",
+    color_by: Annotated[
+        str | None, Query(max_length=128, description="a hyperparameter: one colour per value, with a legend")
+    ] = None,
 ) -> Response:
     from gscore.plots import plot_measures
+    from gscore.ranking import collection_axes
 
     records, _ = _scored_records(_collection_jobs(ctx, name))
     chosen = _measure_list(measure, records, "measure") or default_measures(records)
     if not chosen:
         raise Problem(422, "nothing-to-plot", "Nothing to plot", f"no model of {name!r} has scores yet")
-    return Response(plot_measures(records, chosen, target=target), media_type="image/png")
+    axes = collection_axes(records)
+    if color_by is not None and color_by not in axes:
+        raise Problem(
+            422,
+            "unknown-hyperparameter",
+            "Hyperparameter not in this collection",
+            f"no scored model of {name!r} has {color_by!r}; present: {', '.join(axes) or 'none'}",
+            field="color_by",
+        )
+    return Response(plot_measures(records, chosen, target=target, color_by=color_by), media_type="image/png")

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from gscore.errors import DatasetError
-from service.context import ServiceContext, get_context
-from service.datasets_repo import DatasetNameTaken
-from service.db import UploadedDataset
+from jobstore.datasets_repo import DatasetNameTaken
+from jobstore.db import UploadedDataset
+from jobstore.specs import check_dataset_name
+from service.context import ServiceContext
+from service.deps import Context
 from service.multipart import UploadedForm, read_multipart
-from service.problems import Problem
-from service.routes.jobs import PROBLEM
+from service.problems import Problem, problem_responses
 from service.schemas import DatasetList, DatasetOut
-from service.specs import check_dataset_name
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -103,12 +102,10 @@ def _store_dataset(ctx: ServiceContext, form: UploadedForm) -> tuple[UploadedDat
     status_code=201,
     response_model=DatasetOut,
     openapi_extra={"requestBody": UPLOAD_BODY},
-    responses={400: PROBLEM, 409: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM},
+    responses=problem_responses(400, 409, 413, 415, 422),
     summary="Upload an .npz probe set",
 )
-async def upload_dataset(
-    request: Request, response: Response, ctx: Annotated[ServiceContext, Depends(get_context)]
-) -> DatasetOut:
+async def upload_dataset(request: Request, response: Response, ctx: Context) -> DatasetOut:
     form = await read_multipart(
         request, file_fields={"file"}, open_sink=lambda: ctx.storage.new_sink(ctx.settings.max_upload_bytes)
     )
@@ -123,7 +120,7 @@ async def upload_dataset(
 
 
 @router.get("", response_model=DatasetList, summary="Built-in (with install status) and uploaded datasets")
-def list_datasets(ctx: Annotated[ServiceContext, Depends(get_context)]) -> DatasetList:
+def list_datasets(ctx: Context) -> DatasetList:
     from gscore.datasets import builtin_datasets
 
     builtins = [

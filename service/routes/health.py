@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from service.context import ServiceContext, get_context
+from service.deps import Context
 from service.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -20,7 +18,7 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(response: Response, ctx: Annotated[ServiceContext, Depends(get_context)]) -> Health:
+def readyz(response: Response, ctx: Context) -> Health:
     checks: dict[str, str] = {}
     try:
         with ctx.sessions() as session:
@@ -36,5 +34,5 @@ def readyz(response: Response, ctx: Annotated[ServiceContext, Depends(get_contex
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-def metrics(ctx: Annotated[ServiceContext, Depends(get_context)]) -> Response:
+def metrics(ctx: Context) -> Response:
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

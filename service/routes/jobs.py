@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.context import ServiceContext, get_context
-from service.jobs_repo import STATES, CancelConflict, InvalidCursor
+from jobstore.jobs_repo import STATES, CancelConflict, InvalidCursor
+from service.deps import Context, IdempotencyKeyHeader
 from service.multipart import read_multipart
-from service.problems import Problem
+from service.problems import Problem, job_not_found, problem_responses
 from service.schemas import JobOut, JobPage, job_out
 from service.submission import create_job, idempotent_replay, parse_submission
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_PAGE = 200
-PROBLEM = {"content": {"application/problem+json": {}}}
 
 SUBMIT_BODY = {
     "required": True,
@@ -48,23 +47,19 @@ SUBMIT_BODY = {
 }
 
 
-def _not_found(job_id: str) -> Problem:
-    return Problem(404, "job-not-found", "Job not found", f"no job with id {job_id!r}")
-
-
 @router.post(
     "",
     status_code=202,
     response_model=JobOut,
     openapi_extra={"requestBody": SUBMIT_BODY},
-    responses={400: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 503: PROBLEM},
+    responses=problem_responses(400, 413, 415, 422, 503),
     summary="Submit a checkpoint for scoring",
 )
 async def submit(
     request: Request,
     response: Response,
-    ctx: Annotated[ServiceContext, Depends(get_context)],
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ctx: Context,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobOut:
     form = await read_multipart(
         request,
@@ -92,11 +87,13 @@ def _accepted(response: Response, job: object) -> JobOut:
     return out
 
 
-@router.get("/{job_id}", response_model=JobOut, responses={404: PROBLEM}, summary="A job's state and result")
-def get_job(job_id: str, ctx: Annotated[ServiceContext, Depends(get_context)]) -> JobOut:
+@router.get(
+    "/{job_id}", response_model=JobOut, responses=problem_responses(404), summary="A job's state and result"
+)
+def get_job(job_id: str, ctx: Context) -> JobOut:
     job = ctx.repo.get(job_id)
     if job is None:
-        raise _not_found(job_id)
+        raise job_not_found(job_id)
     return job_out(job)
 
 
@@ -104,10 +101,10 @@ def get_job(job_id: str, ctx: Annotated[ServiceContext, Depends(get_context)]) -
     "/{job_id}",
     status_code=202,
     response_model=JobOut,
-    responses={404: PROBLEM, 409: PROBLEM},
+    responses=problem_responses(404, 409),
     summary="Cancel a queued or running job",
 )
-def cancel_job(job_id: str, ctx: Annotated[ServiceContext, Depends(get_context)]) -> JobOut:
+def cancel_job(job_id: str, ctx: Context) -> JobOut:
     try:
         job = ctx.repo.request_cancel(job_id)
     except CancelConflict as exc:
@@ -118,13 +115,13 @@ def cancel_job(job_id: str, ctx: Annotated[ServiceContext, Depends(get_context)]
             f"job {job_id} is {exc.state}; only queued or running jobs can be cancelled",
         ) from None
     if job is None:
-        raise _not_found(job_id)
+        raise job_not_found(job_id)
     return job_out(job)
 
 
-@router.get("", response_model=JobPage, responses={422: PROBLEM}, summary="List jobs, newest first")
+@router.get("", response_model=JobPage, responses=problem_responses(422), summary="List jobs, newest first")
 def list_jobs(
-    ctx: Annotated[ServiceContext, Depends(get_context)],
+    ctx: Context,
     collection: Annotated[str | None, Query(max_length=128)] = None,
     state: Annotated[str | None, Query(description=", ".join(STATES))] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,

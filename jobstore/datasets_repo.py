@@ -9,8 +9,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from gscore.errors import DatasetError
-from service.db import UploadedDataset, utcnow
-from service.storage import Storage
+from jobstore.db import UploadedDataset, utcnow
+from jobstore.storage import Storage
 
 
 class DatasetNameTaken(Exception):

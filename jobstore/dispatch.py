@@ -1,10 +1,10 @@
-"""Publishing jobs to the Celery queues (the API and the reaper both do it)."""
+"""Publishing jobs to the Celery queues (the API and every reaper do it; only workers consume)."""
 
 from __future__ import annotations
 
 from celery import Celery
 
-from worker.celery_app import SCORE_TASK
+from jobstore.broker import SCORE_TASK
 
 
 class Dispatcher:

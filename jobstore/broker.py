@@ -1,4 +1,5 @@
-"""The Celery app, configured from the one settings object (broker, queues, acks, limits)."""
+"""The Celery app and the score task's name, configured from the one settings object (broker, queues, acks,
+limits). The API and the reaper publish with it; ``worker.tasks`` registers the task on it."""
 
 from __future__ import annotations
 

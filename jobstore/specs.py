@@ -1,8 +1,8 @@
-"""The job spec: its pydantic model, normalization, dedupe key, and the engine request it becomes."""
+"""The job spec: its pydantic model, the submission's model entry, normalization, and the engine request it
+becomes (the dedupe key of a normalized spec is in ``jobstore.dedupe``)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -143,14 +143,6 @@ def normalized_spec(spec: JobSpec, dataset_sha256: str | None) -> dict[str, Any]
     if dataset_sha256 is not None:
         data["dataset_sha256"] = dataset_sha256
     return data
-
-
-def dedupe_key(checkpoint_sha256: str, spec: dict[str, Any]) -> str:
-    """sha256 of the checkpoint hash + the canonical JSON of the normalized spec."""
-    canonical = json.dumps(
-        {"checkpoint": checkpoint_sha256, "spec": spec}, sort_keys=True, separators=(",", ":")
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def check_dataset_name(name: str) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from service.dispatch import Dispatcher
-from service.jobs_repo import QUEUED, JobsRepo
+from jobstore.dispatch import Dispatcher
+from jobstore.jobs_repo import QUEUED, JobsRepo
 
 log = logging.getLogger("gscore.reaper")
 
