@@ -358,6 +358,29 @@ def extract_preactivations(
     Raises ``MeasureError`` when the model calls no ReLU-type activation (with ``preactivations``), or
     when the ReLU calls (count, order, names or channels), the stage widths or the ``nn.Linear`` calls
     differ between batches; ``ValueError`` when the batches do not hold exactly ``num_samples`` samples.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Returns logits [B, C]; runs in eval mode under ``torch.inference_mode()``.
+    batches : iterable of Tensor [B, ...]
+        float32 inputs, normalized as the model expects; the B add up to ``num_samples``.
+    num_samples : int
+        N, the total number of samples.
+    device, store_device : torch.device or str
+        Where the model runs, and where the returned tensors live (default ``device``).
+    progress : callable (samples_done, num_samples), optional
+    should_cancel : callable () -> bool, optional
+    representations : bool
+        Also capture ``last_linear_input`` [N, D] and ``stage_outputs`` [(name, [N, D_s])].
+    preactivations : bool
+        Capture the pooled ReLU inputs ``pre`` [N, M] (False: ``pre`` is [N, 0]).
+
+    Returns
+    -------
+    Activations
+        ``pre`` [N, M] float32, ``layer_of`` [M] int64, ``layer_names`` [L], ``predictions`` [N] int64
+        (or None), and the representations when asked for.
     """
     device = torch.device(device)
     store = device if store_device is None else torch.device(store_device)

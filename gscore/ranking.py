@@ -138,6 +138,17 @@ def target_values(records: Sequence[ModelRecord], target: str = "test_accuracy")
     """Raw target value per model (not oriented): test accuracy, or train - test accuracy; None if missing.
 
     The training accuracy is ``ranking_records.training_accuracy`` (given, else measured on the probe).
+
+    Parameters
+    ----------
+    records : sequence of ModelRecord
+        The collection's models.
+    target : {"test_accuracy", "generalization_gap"}
+
+    Returns
+    -------
+    list of float or None
+        One value per record, in order.
     """
     _check_target(target)
     values: list[float | None] = []
@@ -154,7 +165,19 @@ def target_values(records: Sequence[ModelRecord], target: str = "test_accuracy")
 def protocol_reason(
     record: ModelRecord, min_train_accuracy: float = DEFAULT_MIN_TRAIN_ACCURACY
 ) -> str | None:
-    """Why the protocol leaves ``record`` out of the coefficients, or None when it is in (or it is off)."""
+    """Why the protocol leaves ``record`` out of the coefficients, or None when it is in (or it is off).
+
+    Parameters
+    ----------
+    record : ModelRecord
+    min_train_accuracy : float
+        The threshold in [0, 1]; 0 turns the protocol off.
+
+    Returns
+    -------
+    str or None
+        The reason (below the threshold, or no known training accuracy), None when the model is ranked.
+    """
     if min_train_accuracy <= 0:
         return None
     train, _ = training_accuracy(record)
@@ -169,7 +192,17 @@ def protocol_reason(
 
 
 def collection_axes(records: Sequence[ModelRecord]) -> list[str]:
-    """Union of the hyperparameter keys, in order of first appearance."""
+    """Union of the hyperparameter keys, in order of first appearance.
+
+    Parameters
+    ----------
+    records : sequence of ModelRecord
+
+    Returns
+    -------
+    list of str
+        The axes of the collection's grid.
+    """
     axes: dict[str, None] = {}
     for record in records:
         for axis in record.hyperparameters:
@@ -178,7 +211,16 @@ def collection_axes(records: Sequence[ModelRecord]) -> list[str]:
 
 
 def default_measures(records: Sequence[ModelRecord]) -> list[str]:
-    """Every measure in any model's scores or statuses: registry measures in registry order, then others sorted."""
+    """Every measure in any model's scores or statuses: registry measures in registry order, then others sorted.
+
+    Parameters
+    ----------
+    records : sequence of ModelRecord
+
+    Returns
+    -------
+    list of str
+    """
     present = {name for record in records for name in [*record.scores, *record.measure_status]}
     known = [name for name in MEASURES if name in present]
     return known + sorted(present.difference(MEASURES))
@@ -197,6 +239,16 @@ def kendall_tau(measure: Sequence[float], target: Sequence[float]) -> float | No
     """Jiang's tau-a: sum_{i<j} sign(m_i-m_j) sign(t_i-t_j) / (n(n-1)/2); ties count 0; None for n < 2.
 
     Values are used as given (orient them first). A constant input gives 0.
+
+    Parameters
+    ----------
+    measure, target : sequence of float, length n
+        Paired values, one per model.
+
+    Returns
+    -------
+    float or None
+        tau in [-1, 1]; None when n < 2.
     """
     measure_array = np.asarray(measure, dtype=float)
     target_array = np.asarray(target, dtype=float)
@@ -336,6 +388,20 @@ def granulated_kendall(
 
     See the module docstring for grouping, duplicates and paired axes. ``min_train_accuracy`` is off
     (0) here by default; ``rank_collection`` applies the protocol's 0.99.
+
+    Parameters
+    ----------
+    records : sequence of ModelRecord
+    measure : str
+        The score ranked (oriented with the measure table's orientation).
+    target : {"test_accuracy", "generalization_gap"}
+    min_train_accuracy : float
+        Models below it (or with no known training accuracy) are left out; 0 = off.
+
+    Returns
+    -------
+    GranulatedKendall
+        ``psi`` per axis, ``total`` (their mean), group counts and the reason for every missing value.
     """
     _check_target(target)
     validate_records(records)
@@ -396,6 +462,18 @@ def model_ranking(
     protocol leaves out (by score, ``rank`` None), then those without a usable score (by name). ``score``
     is the raw value (not oriented), ``train_accuracy`` the one used (given, else measured on the
     probe). ``in_coefficients`` says whether the model counts in tau and psi; ``reason`` says why not.
+
+    Parameters
+    ----------
+    records : sequence of ModelRecord
+    measure : str
+    target : {"test_accuracy", "generalization_gap"}
+    min_train_accuracy : float
+
+    Returns
+    -------
+    list of dict
+        One row per record, best predicted first.
     """
     _check_target(target)
     sign = orientation(measure)
