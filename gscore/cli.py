@@ -12,6 +12,7 @@ from gscore.errors import GScoreError
 _VERB_MODULES = (
     "gscore.cli_score",  # score, demo, rank, ranking
     "gscore.cli_service",  # up, serve, worker, submit, status, collection
+    "gscore.cli_keys",  # keys create/list/revoke
 )
 
 

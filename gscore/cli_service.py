@@ -22,20 +22,52 @@ def _url(args: argparse.Namespace) -> str:
     return args.url or os.environ.get("GSCORE_URL", DEFAULT_URL)
 
 
+def _client(args: argparse.Namespace) -> Any:
+    """A client for ``--url`` with ``--api-key`` (default ``$GSCORE_API_KEY``, read by the client)."""
+    from gscore.client import Client
+
+    return Client(_url(args), api_key=getattr(args, "api_key", None))
+
+
 # ---- running the service -------------------------------------------------------------------------------
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gscore.cli_keys import check_bind_allowed
     from service.app import create_app
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    check_bind_allowed(args.host)  # no API key: loopback only
     uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    return 0
+
+
+def _worker_check(timeout: float) -> int:
+    """Exit 0 when a worker on this host answers a ping through the broker (Docker's health check)."""
+    import socket
+
+    from gscore.settings import get_settings
+    from jobstore.broker import create_celery
+
+    app = create_celery(get_settings())
+    if not app.conf.worker_enable_remote_control:
+        print("gscore worker --check: the embedded broker has no remote control; nothing to ping", file=sys.stderr)
+        return 1
+    host = socket.gethostname()
+    replies = app.control.inspect(timeout=timeout, pattern=f"*@{host}", matcher="glob").ping() or {}
+    if not replies:
+        print(f"gscore worker --check: no worker on {host} answered within {timeout} s", file=sys.stderr)
+        return 1
+    print(" ".join(sorted(replies)))
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
     from gscore.settings import get_settings
     from worker.tasks import create_worker_app
+
+    if args.check:
+        return _worker_check(args.check_timeout)
 
     logging.basicConfig(level=args.loglevel.upper(), format=LOG_FORMAT)
     app = create_worker_app(get_settings())
@@ -80,6 +112,9 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from gscore.cli_keys import check_bind_allowed
+
+    check_bind_allowed(args.host)  # before starting anything: no API key means loopback only
     command = [sys.executable, "-m", "gscore.cli"]
     processes = {
         "api": subprocess.Popen(
@@ -163,18 +198,20 @@ def _existing_file_or_json(text: str, option: str) -> str:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from gscore.cli_score import parse_json_or_file, parse_param_overrides
-    from gscore.client import Client
+    from gscore.cli_score import model_source, parse_json_or_file, parse_param_overrides
 
     hyperparameters = (
         parse_json_or_file(args.hyperparameters, "hyperparameters") if args.hyperparameters else None
     )
-    arch = parse_json_or_file(_existing_file_or_json(args.arch, "--arch"), "arch")
-    with Client(_url(args)) as client:
+    arch_text = _existing_file_or_json(args.arch, "--arch") if args.arch is not None else None
+    source = model_source(args.checkpoint, arch_text, args.model)  # checkpoint + --arch, or --model
+    with _client(args) as client:
         job = client.submit(
-            args.checkpoint,
-            arch,
+            None if args.model else source["checkpoint"],
+            source["arch"],
             args.dataset,
+            model=source["checkpoint"] if args.model else None,
+            replace=args.replace,
             split=args.split,
             measures=args.measures.split(",") if args.measures else None,
             params=parse_param_overrides(args.param),
@@ -192,17 +229,13 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gscore.client import Client
-
-    with Client(_url(args)) as client:
+    with _client(args) as client:
         job = _wait(client, args.job, not args.no_progress) if args.wait else client.job(args.job)
     return _print_job(job, args.json)
 
 
 def _collection(args: argparse.Namespace) -> int:
-    from gscore.client import Client
-
-    with Client(_url(args)) as client:
+    with _client(args) as client:
         collection = client.collection(args.name)
     if args.json:
         print(json.dumps(collection, indent=2))
@@ -223,10 +256,8 @@ def _collection(args: argparse.Namespace) -> int:
 
 def _ranking(args: argparse.Namespace) -> int:
     from gscore.cli_ranking import output_format, render
-    from gscore.client import Client
-
     measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
-    with Client(_url(args)) as client:
+    with _client(args) as client:
         ranking = client.ranking(
             args.name,
             target=args.target,
@@ -253,9 +284,7 @@ def _ranking(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from gscore.client import Client
-
-    with Client(_url(args)) as client:
+    with _client(args) as client:
         job = client.cancel(args.job)
     if args.json:
         print(json.dumps(job, indent=2))
@@ -280,9 +309,7 @@ def _dataset_row(dataset: dict[str, Any]) -> list[str]:
 
 
 def _datasets_list(args: argparse.Namespace) -> int:
-    from gscore.client import Client
-
-    with Client(_url(args)) as client:
+    with _client(args) as client:
         datasets = client.datasets()
     if args.json:
         print(json.dumps(datasets, indent=2))
@@ -294,13 +321,12 @@ def _datasets_list(args: argparse.Namespace) -> int:
 
 
 def _datasets_upload(args: argparse.Namespace) -> int:
-    from gscore.client import Client
     from gscore.errors import DatasetError
 
     path = Path(args.file)
     if not path.is_file():
         raise DatasetError(f"dataset file {args.file!r} is missing (no such file)")
-    with Client(_url(args)) as client:
+    with _client(args) as client:
         dataset = client.upload_dataset(path, name=args.name)
     if args.json:
         print(json.dumps(dataset, indent=2))
@@ -333,6 +359,7 @@ def _client_errors(handler: Any) -> Any:
 
 def _add_url_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help=f"server URL (default $GSCORE_URL or {DEFAULT_URL})")
+    parser.add_argument("--api-key", help="API key sent as `Authorization: Bearer` (default $GSCORE_API_KEY)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -356,11 +383,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="prefork enforces time limits; solo runs jobs in the worker process",
     )
     p.add_argument("--loglevel", default="info")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="do not run a worker: exit 0 if a worker on this host answers a ping (a health check; Redis)",
+    )
+    p.add_argument("--check-timeout", type=float, default=5.0, help="seconds to wait for --check's reply")
     p.set_defaults(func=_worker)
 
-    p = subparsers.add_parser("submit", help="upload a checkpoint to the service for scoring")
-    p.add_argument("checkpoint")
-    p.add_argument("--arch", required=True, help="architecture spec: JSON text or a path to a JSON file")
+    p = subparsers.add_parser("submit", help="upload a checkpoint or an .onnx model for scoring")
+    p.add_argument("checkpoint", nargs="?", help="a state_dict checkpoint (with --arch); or use --model")
+    p.add_argument("--arch", help="architecture spec: JSON text or a path to a JSON file")
+    p.add_argument(
+        "--model",
+        metavar="FILE.onnx",
+        help='an ONNX model (architecture and weights) instead of checkpoint + --arch; arch {"family": "onnx"}',
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the collection's entry of the same --model-name (else re-using a name is refused)",
+    )
     p.add_argument("--dataset", required=True, help="a built-in dataset or a name uploaded to the server")
     p.add_argument("--split", default="train", choices=["train", "test"])
     p.add_argument("--measures", help="comma-separated, e.g. c1,c2,c3,c4")

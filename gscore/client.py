@@ -1,6 +1,6 @@
 """A small Python client for the gscore service.
 
-client = Client("http://127.0.0.1:8000")
+client = Client("http://127.0.0.1:8000", api_key="gsk_...")  # api_key default: $GSCORE_API_KEY
 job = client.submit("model.safetensors", arch={...}, dataset="digits", collection="sweep")
 done = client.wait(job["id"], progress=lambda job: print(job["progress"]))
 client.collection("sweep")
@@ -9,6 +9,7 @@ client.collection("sweep")
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import httpx
 from gscore.result_frames import CollectionResult, RankingResult
 
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
+API_KEY_ENV = "GSCORE_API_KEY"
 
 
 def _segment(value: str) -> str:
@@ -45,11 +47,19 @@ class ServiceError(Exception):
 
 
 class Client:
-    """Talks to one gscore server."""
+    """Talks to one gscore server.
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 60.0) -> None:
+    ``api_key`` (default ``$GSCORE_API_KEY``; none: a keyless loopback server) is sent as
+    ``Authorization: Bearer <key>`` on every request.
+    """
+
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", timeout: float = 60.0, api_key: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        headers = {"Authorization": f"Bearer {api_key.strip()}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -75,10 +85,12 @@ class Client:
     # ---- jobs ----------------------------------------------------------------------------------------
     def submit(
         self,
-        checkpoint_path: str | Path,
-        arch: dict[str, Any],
-        dataset: str,
+        checkpoint_path: str | Path | None = None,
+        arch: dict[str, Any] | None = None,
+        dataset: str | None = None,
         *,
+        model: str | Path | None = None,
+        replace: bool = False,
         split: str = "train",
         measures: list[str] | None = None,
         params: dict[str, dict[str, Any]] | None = None,
@@ -91,9 +103,21 @@ class Client:
         train_accuracy: float | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Upload a checkpoint and queue its scoring; returns the job (state queued, or succeeded if deduplicated)."""
+        """Upload a checkpoint (with its ``arch``) or an ONNX ``model`` file and queue its scoring; returns the
+        job (state queued, or succeeded if deduplicated).
+
+        ``model``: an ``.onnx`` file instead of ``checkpoint_path``; the arch is ``{"family": "onnx"}`` (an
+        ``arch`` given with it may only set ``input``). ``replace``: replace the collection's entry of the
+        same ``model_name`` (else re-using a name is a 409).
+        """
+        if (checkpoint_path is None) == (model is None):
+            raise ValueError("give either checkpoint_path (with arch) or model (an .onnx file)")
+        if dataset is None:
+            raise ValueError("dataset is required")
+        if model is None and arch is None:
+            raise ValueError("arch is required with a checkpoint (only an .onnx model needs none)")
         spec = {
-            "arch": arch,
+            **({"arch": arch} if arch is not None else {}),
             "dataset": dataset,
             "split": split,
             "measures": measures,
@@ -111,15 +135,19 @@ class Client:
         data.update({key: str(value) for key, value in optional.items() if value is not None})
         if hyperparameters is not None:
             data["hyperparameters"] = json.dumps(hyperparameters)
+        if replace:
+            data["replace"] = "true"
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        path = Path(checkpoint_path)
+        part, path = (
+            ("model", Path(model)) if model is not None else ("checkpoint", Path(checkpoint_path or ""))
+        )
         with path.open("rb") as handle:
             return self._request(
                 "POST",
                 "/v1/jobs",
                 data=data,
                 headers=headers,
-                files={"checkpoint": (path.name, handle, "application/octet-stream")},
+                files={part: (path.name, handle, "application/octet-stream")},
             )
 
     def job(self, job_id: str) -> dict[str, Any]:

@@ -72,3 +72,10 @@ class ConfigurationError(GScoreError):
 
     type = "invalid-configuration"
     title = "Invalid configuration"
+
+
+class ApiKeyError(GScoreError):
+    """An API key name is invalid, a key id is unknown, or the service has no key where it needs one."""
+
+    type = "api-key-error"
+    title = "API key problem"

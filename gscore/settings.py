@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gscore.errors import ConfigurationError
 
+TEST_FAULTS = ("", "exit-before-publish", "exit-before-claim")
+
 
 class Settings(BaseSettings):
     """Product settings. Environment variable names are given by each field's alias."""
@@ -83,10 +85,45 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("GSCORE_PROGRESS_INTERVAL_SECONDS", "progress_interval_seconds"),
         description="Least time between two progress writes of a job to the database.",
     )
+    republish_after_seconds: float = Field(
+        30.0,
+        validation_alias=AliasChoices("GSCORE_REPUBLISH_AFTER_SECONDS", "republish_after_seconds"),
+        description="A job still queued this long after it was last published is published again (the "
+        "job table is the outbox: a lost broker message delays a job, never loses it). The wait doubles "
+        "with the job's age, up to GSCORE_REPUBLISH_MAX_INTERVAL_SECONDS.",
+    )
+    republish_max_interval_seconds: float = Field(
+        300.0,
+        validation_alias=AliasChoices("GSCORE_REPUBLISH_MAX_INTERVAL_SECONDS", "republish_max_interval_seconds"),
+        description="Longest wait between two publishes of a job that stays queued.",
+    )
+    broker_timeout_seconds: float = Field(
+        5.0,
+        validation_alias=AliasChoices("GSCORE_BROKER_TIMEOUT_SECONDS", "broker_timeout_seconds"),
+        description="Connect and socket timeout of every broker call; a publish retries within about this long.",
+    )
+    database_timeout_seconds: float = Field(
+        5.0,
+        validation_alias=AliasChoices("GSCORE_DATABASE_TIMEOUT_SECONDS", "database_timeout_seconds"),
+        description="Connect and connection-pool timeout of the database (PostgreSQL statements get 6x).",
+    )
+    claim_retry_seconds: float = Field(
+        10.0,
+        validation_alias=AliasChoices("GSCORE_CLAIM_RETRY_SECONDS", "claim_retry_seconds"),
+        description="How long a worker retries claiming a job while the database fails; then the message "
+        "is dropped and the job, still queued, is published again later.",
+    )
     test_job_delay_seconds: float = Field(
         0.0,
         validation_alias=AliasChoices("GSCORE_TEST_JOB_DELAY_SECONDS", "test_job_delay_seconds"),
         description="TEST HOOK: a worker waits this long (honouring cancel) before scoring. Keep 0.",
+    )
+    test_fault: str = Field(
+        "",
+        validation_alias=AliasChoices("GSCORE_TEST_FAULT", "test_fault"),
+        description="TEST HOOK for the chaos suite: 'exit-before-publish' (the API process exits after "
+        "committing a job, before publishing it) or 'exit-before-claim' (a worker process exits after "
+        "taking a message, before claiming its job). Keep empty.",
     )
 
     @model_validator(mode="after")
@@ -100,6 +137,10 @@ class Settings(BaseSettings):
             "job_soft_time_limit",
             "job_time_limit",
             "reaper_interval_seconds",
+            "republish_after_seconds",
+            "republish_max_interval_seconds",
+            "broker_timeout_seconds",
+            "database_timeout_seconds",
         )
         problems += [f"{env_name(name)} must be positive" for name in positive if getattr(self, name) <= 0]
         if self.progress_interval_seconds < 0:
@@ -109,6 +150,8 @@ class Settings(BaseSettings):
                 f"{env_name('job_soft_time_limit')} ({self.job_soft_time_limit}) must be below "
                 f"{env_name('job_time_limit')} ({self.job_time_limit}), or jobs are killed before they can clean up"
             )
+        if self.test_fault not in TEST_FAULTS:
+            problems.append(f"{env_name('test_fault')} must be one of {TEST_FAULTS} (got {self.test_fault!r})")
         if self.default_queue not in ("cpu", "gpu"):
             problems.append(f"{env_name('default_queue')} must be cpu or gpu (got {self.default_queue!r})")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):

@@ -21,16 +21,17 @@ Definitions (docs/measures.md, "Tangent-feature alignment", which follows ../sha
   (``numpy.random.default_rng(seed).choice(C, max_outputs, replace=False)``, sorted); all N samples are
   kept, and ``Y`` has the columns of those classes. The result names the classes used.
 
-Cost and memory: the NC x P Jacobian is never formed for a model whose Jacobian exceeds the budget.
-Modules with parameters are packed, in call order, into groups whose Jacobian over all NC rows takes at
-most half of ``memory_budget_mb``; a group's Jacobian is computed in tiles of (samples x outputs) by
-``torch.func.vmap`` over samples of ``jacrev`` over the outputs (reverse mode, backward only down to the
-group's first layer), and ``K`` is the sum over groups and parameter tensors of ``J_t J_t^T`` (float64
-products). A module whose Jacobian alone exceeds half the budget is its own group, computed tile pair by
-tile pair with two tiles held at a time (tiles recomputed: time traded for memory). Tile sizes leave room
-for the activations of the vmapped passes (estimated from one forward pass). The budget bounds the
-Jacobian tiles and their float64 copies, not the model, the inputs or the NC x NC kernels (two of
-them, one full and one per module, are held at a time). Everything runs on the model's device.
+Cost and memory (``memory_budget_mb``, default 1024): the NC x P Jacobian is never formed when it
+exceeds the budget. Modules with parameters are packed, in call order, into groups whose float32 Jacobian
+over all NC rows takes at most half the budget; a group's Jacobian is computed in tiles of (samples x
+outputs) by ``torch.func.vmap`` over samples of ``jacrev`` over the outputs (reverse mode; the backward
+pass stops at the group's first layer), each tile's rows and the activations of its vmapped pass in a
+quarter of the budget (activations estimated from one forward pass, times ``_ACTIVATION_FACTOR``). ``K`` is
+the sum over parameter tensors of ``J_t J_t^T`` in float64, the columns converted in chunks of at most an
+eighth of the budget. A module whose Jacobian alone exceeds half the budget is its own group, computed tile
+pair by tile pair with two tiles held at a time: tiles are recomputed, time traded for memory (cost
+~ NC^2 P / budget rows instead of NC). Outside the budget: the model, the inputs and up to four NC x NC
+float64 matrices (the kernel, one module's kernel, two temporaries). Everything runs on the model's device.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def _pack_groups(modules: Sequence[_Module], rows: int, itemsize: int, budget_by
 class _Tile:
     samples: slice
     outputs: slice
-    rows: Tensor  # [outputs * samples] kernel indices c * N + i, output-major within the tile
+    rows: Tensor  # [samples * outputs] kernel indices c * N + i of the tile's rows (sample-major)
 
 
 def _tiles(num_samples: int, num_outputs: int, rows_per_tile: int, device: torch.device) -> list[_Tile]:
@@ -187,7 +188,7 @@ def _tiles(num_samples: int, num_outputs: int, rows_per_tile: int, device: torch
             samples = slice(s0, min(num_samples, s0 + sample_step))
             c = torch.arange(outputs.start, outputs.stop, device=device)
             i = torch.arange(samples.start, samples.stop, device=device)
-            tiles.append(_Tile(samples, outputs, (c[:, None] * num_samples + i[None, :]).reshape(-1)))
+            tiles.append(_Tile(samples, outputs, (c[None, :] * num_samples + i[:, None]).reshape(-1)))
     return tiles
 
 
@@ -215,18 +216,27 @@ class _GroupJacobian:
     def tile(self, tile: _Tile) -> dict[str, Tensor]:
         outputs = self.output_index[tile.outputs]
         jac = self._per_sample(self.group, self.inputs[tile.samples], outputs)  # {name: [b, co, *shape]}
-        return {
-            name: j.transpose(0, 1).reshape(len(tile.rows), -1)  # rows (c, i) output-major
-            for name, j in jac.items()
-        }
+        return {name: j.reshape(len(tile.rows), -1) for name, j in jac.items()}  # rows (i, c), a view
 
 
-def _block(left: dict[str, Tensor], right: dict[str, Tensor], names: list[str], dtype: torch.dtype) -> Tensor:
-    block = None
+def _column_chunks(size: int, rows: int, chunk_bytes: int) -> list[slice]:
+    """Column slices of a [rows, size] matrix whose float64 copy takes at most ``chunk_bytes``."""
+    width = max(1, chunk_bytes // (8 * max(1, rows)))
+    return [slice(start, min(size, start + width)) for start in range(0, size, width)]
+
+
+def _block(
+    left: dict[str, Tensor], right: dict[str, Tensor], names: list[str], dtype: torch.dtype, chunk_bytes: int
+) -> Tensor:
+    """sum_t left_t right_t^T in ``dtype``, the columns converted a chunk at a time."""
+    rows_left, rows_right = left[names[0]].shape[0], right[names[0]].shape[0]
+    block = torch.zeros(rows_left, rows_right, dtype=dtype, device=left[names[0]].device)
     for name in names:
-        product = left[name].to(dtype) @ right[name].to(dtype).T
-        block = product if block is None else block.add_(product)
-    assert block is not None
+        for columns in _column_chunks(left[name].shape[1], rows_left + rows_right, chunk_bytes):
+            a = left[name][:, columns].to(dtype)
+            b = a if right is left else right[name][:, columns].to(dtype)
+            block.addmm_(a, b.T)
+            del a, b
     return block
 
 
@@ -270,16 +280,38 @@ class _TileSource:
 
 
 def _module_kernel(
-    source: _TileSource, names: list[str], rows: int, dtype: torch.dtype, device: torch.device
+    source: _TileSource, names: list[str], rows: int, dtype: torch.dtype, chunk_bytes: int
 ) -> Tensor:
-    """[rows, rows] kernel of the parameter tensors ``names``, from the tile pairs (a <= b) of ``source``."""
-    kernel = torch.zeros(rows, rows, dtype=dtype, device=device)
+    """[rows, rows] kernel of the parameter tensors ``names`` from the tiles of ``source``.
+
+    Cached tiles: per tensor and column chunk, one product over all rows (in tile order, permuted to the
+    kernel's order at the end). Recomputed tiles: tile pairs a <= b, two tiles held at a time.
+    """
     tiles = source.tiles
+    device = tiles[0].rows.device
+    if source.store:
+        order = torch.cat([tile.rows for tile in tiles])
+        gram = torch.zeros(rows, rows, dtype=dtype, device=device)
+        for name in names:
+            size = source.store[0][name].shape[1]
+            for columns in _column_chunks(size, rows, chunk_bytes):
+                buffer = torch.empty(rows, columns.stop - columns.start, dtype=dtype, device=device)
+                start = 0
+                for k in range(len(tiles)):
+                    piece = source.store[k][name][:, columns]
+                    buffer[start : start + piece.shape[0]].copy_(piece)
+                    start += piece.shape[0]
+                gram.addmm_(buffer, buffer.T)
+                del buffer
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(rows, device=device)
+        return gram[inverse][:, inverse]
+    kernel = torch.zeros(rows, rows, dtype=dtype, device=device)
     for a in range(len(tiles)):
         left = source.get(a)
         for b in range(a, len(tiles)):
             right = left if b == a else source.get(b)
-            block = _block(left, right, names, dtype)
+            block = _block(left, right, names, dtype, chunk_bytes)
             kernel[tiles[a].rows[:, None], tiles[b].rows[None, :]] = block
             if b != a:
                 kernel[tiles[b].rows[:, None], tiles[a].rows[None, :]] = block.T
@@ -335,7 +367,8 @@ def _sweep_kernels(
         groups = _pack_groups(modules, rows, itemsize, budget_bytes)
         plans = []
         for group in groups:
-            row_bytes = group.size * itemsize * 3 + _ACTIVATION_FACTOR * activation_bytes  # + float64 copy
+            # a row of a tile: its Jacobian and the activations of its vmapped pass
+            row_bytes = group.size * itemsize + _ACTIVATION_FACTOR * activation_bytes
             rows_per_tile = max(1, (budget_bytes // 4) // max(1, row_bytes))
             tiles = _tiles(num_samples, num_outputs, rows_per_tile, device)
             cached = group.size * rows * itemsize <= budget_bytes // 2
@@ -351,7 +384,7 @@ def _sweep_kernels(
             if cached:
                 source.cache_all()
             for module in group.modules:
-                module_kernel = _module_kernel(source, module.parameters, rows, dtype, device)
+                module_kernel = _module_kernel(source, module.parameters, rows, dtype, budget_bytes // 8)
                 kernel += module_kernel
                 if on_module_kernel is not None:
                     on_module_kernel(module.name, module_kernel)

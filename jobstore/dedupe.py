@@ -45,7 +45,7 @@ def deduplicated_result(result: dict[str, Any], source_job_id: str) -> dict[str,
 
 
 def duplicate_result(
-    repo: JobsRepo, dedupe_key: str, *, excluding_job_id: str | None = None
+    repo: JobsRepo, dedupe_key: str, *, excluding_job_id: str | None = None, owner: str | None = None
 ) -> dict[str, Any] | None:
     """The stored result of an earlier identical job, if one succeeded.
 
@@ -57,6 +57,8 @@ def duplicate_result(
         The key of the job being submitted or run (:func:`dedupe_key`).
     excluding_job_id : str, optional
         A job that must not answer for itself (the worker passes the job it claimed).
+    owner : str, optional
+        The API key name the job belongs to (None: made without a key); only that owner's jobs answer.
 
     Returns
     -------
@@ -64,7 +66,7 @@ def duplicate_result(
         The oldest succeeded job's result with ``meta.deduplicated_from`` set to that job's id, or None when
         no other job with this key succeeded with a result.
     """
-    previous = repo.find_succeeded(dedupe_key)
+    previous = repo.find_succeeded(dedupe_key, owner)
     if previous is None or previous.id == excluding_job_id or not previous.result:
         return None
     return deduplicated_result(previous.result, previous.id)

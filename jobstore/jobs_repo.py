@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -72,19 +73,31 @@ class JobsRepo:
         self.sessions = sessions
 
     # ---- reads -------------------------------------------------------------------------------------
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, visible_to: str | None = None) -> Job | None:
+        """The job, or None when there is none or it belongs to an owner other than ``visible_to``
+        (None: any owner)."""
         if "\x00" in job_id:  # no id has one (and PostgreSQL refuses NUL in a string)
             return None
         with self.sessions() as session:
-            return session.get(Job, job_id)
+            job = session.get(Job, job_id)
+        return job if job is not None and _visible(job.owner, visible_to) else None
 
     def page(
-        self, *, collection: str | None, state: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        collection: str | None,
+        state: str | None,
+        limit: int,
+        cursor: str | None,
+        visible_to: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """Newest first; returns the page and the cursor of the next one (None at the end)."""
+        """Newest first; returns the page and the cursor of the next one (None at the end). Only the jobs of
+        owner ``visible_to`` (None: every owner's)."""
         if collection is not None and "\x00" in collection:
             return [], None  # no collection name has one (refused at submission)
         query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        if visible_to is not None:
+            query = query.where(Job.owner == visible_to)
         if collection is not None:
             query = query.where(Job.collection == collection)
         if state is not None:
@@ -101,36 +114,54 @@ class JobsRepo:
         rows = rows[:limit]
         return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
 
-    def find_succeeded(self, dedupe_key: str) -> Job | None:
-        """The oldest succeeded job with this dedupe key, if any."""
+    def find_succeeded(self, dedupe_key: str, owner: str | None = None) -> Job | None:
+        """The oldest succeeded job with this dedupe key made by ``owner`` (None: made without a key), if any:
+        dedupe never answers one team with another team's job."""
         query = (
             select(Job)
-            .where(Job.dedupe_key == dedupe_key, Job.state == SUCCEEDED)
+            .where(Job.dedupe_key == dedupe_key, Job.state == SUCCEEDED, _owned_by(owner))
             .order_by(Job.created_at)
             .limit(1)
         )
         with self.sessions() as session:
             return session.scalars(query).first()
 
-    def collection_jobs(self, name: str) -> list[Job]:
-        """The latest job per model name in a collection, oldest model first."""
+    def collection_jobs(self, name: str, visible_to: str | None = None) -> list[Job]:
+        """The latest job per model name in a collection (of owner ``visible_to``; None: any), oldest model
+        first."""
         if "\x00" in name:
             return []
+        query = select(Job).where(Job.collection == name).order_by(Job.created_at)
+        if visible_to is not None:
+            query = query.where(Job.owner == visible_to)
         with self.sessions() as session:
-            rows = list(session.scalars(select(Job).where(Job.collection == name).order_by(Job.created_at)))
+            rows = list(session.scalars(query))
         latest: dict[str, Job] = {}
         for job in rows:
             latest.pop(job.model_name, None)
             latest[job.model_name] = job
         return list(latest.values())
 
-    def collections(self) -> list[tuple[str, int]]:
+    def collection_rows(self, name: str, owner: str | None) -> list[Job]:
+        """Every job of owner ``owner`` (None: made keyless) in a collection, replaced entries included,
+        oldest first: what ``jobstore.collection_rules.admit`` decides a new job's admission on."""
+        if "\x00" in name:
+            return []
+        query = select(Job).where(Job.collection == name).order_by(Job.created_at, Job.id)
+        query = query.where(Job.owner.is_(None) if owner is None else Job.owner == owner)
+        with self.sessions() as session:
+            return list(session.scalars(query))
+
+    def collections(self, visible_to: str | None = None) -> list[tuple[str, int]]:
+        """(name, distinct model names) of every collection with a job of owner ``visible_to`` (None: any)."""
         query = (
             select(Job.collection, func.count(func.distinct(Job.model_name)))
             .where(Job.collection.is_not(None))
             .group_by(Job.collection)
             .order_by(Job.collection)
         )
+        if visible_to is not None:
+            query = query.where(Job.owner == visible_to)
         with self.sessions() as session:
             return [(name, int(count)) for name, count in session.execute(query)]
 
@@ -149,6 +180,25 @@ class JobsRepo:
         with self.sessions() as session:
             return list(session.scalars(query))
 
+    def unstarted_queued(self, published_before: datetime | None = None) -> list[Job]:
+        """Queued jobs last published (``updated_at``) before ``published_before`` (None: all), oldest first."""
+        query = select(Job).where(Job.state == QUEUED).order_by(Job.updated_at)
+        if published_before is not None:
+            query = query.where(Job.updated_at < published_before)
+        with self.sessions() as session:
+            return list(session.scalars(query))
+
+    def touch_queued(self, job_id: str, expected_updated_at: datetime, updated_at: datetime) -> bool:
+        """Set a queued job's ``updated_at`` (its last publish) if it still reads ``expected_updated_at``:
+        one of several reapers wins the right to publish it again. True if this caller won."""
+        with self.sessions() as session, session.begin():
+            outcome = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == QUEUED, Job.updated_at == expected_updated_at)
+                .values(updated_at=updated_at)
+            )
+        return outcome.rowcount == 1
+
     # ---- submission ---------------------------------------------------------------------------------
     def create(self, **fields: Any) -> Job:
         now = utcnow()
@@ -166,13 +216,17 @@ class JobsRepo:
             session.add(job)
         return job
 
-    def job_for_idempotency_key(self, key: str) -> Job | None:
+    def job_for_idempotency_key(self, key: str, owner: str | None = None) -> Job | None:
+        """The job that ``owner`` (None: no API key) made with this Idempotency-Key, if any."""
+        key = scoped_idempotency_key(key, owner)
         with self.sessions() as session:
             record = session.get(IdempotencyKey, key)
             return session.get(Job, record.job_id) if record else None
 
-    def remember_idempotency_key(self, key: str, job_id: str) -> str:
-        """Record ``key -> job_id``; if another request won the race, return that request's job id."""
+    def remember_idempotency_key(self, key: str, job_id: str, owner: str | None = None) -> str:
+        """Record ``key -> job_id`` for ``owner``; if another request won the race, return that request's job
+        id."""
+        key = scoped_idempotency_key(key, owner)
         try:
             with self.sessions() as session, session.begin():
                 session.add(IdempotencyKey(key=key, job_id=job_id, created_at=utcnow()))
@@ -182,8 +236,9 @@ class JobsRepo:
                 record = session.get(IdempotencyKey, key)
                 return record.job_id if record else job_id
 
-    def forget_idempotency_key(self, key: str, job_id: str) -> None:
+    def forget_idempotency_key(self, key: str, job_id: str, owner: str | None = None) -> None:
         """Drop ``key`` if it still names ``job_id`` (a job that could not be queued: a retry may try again)."""
+        key = scoped_idempotency_key(key, owner)
         with self.sessions() as session, session.begin():
             session.execute(
                 delete(IdempotencyKey).where(IdempotencyKey.key == key, IdempotencyKey.job_id == job_id)
@@ -206,9 +261,10 @@ class JobsRepo:
             )
 
     # ---- cancel -------------------------------------------------------------------------------------
-    def request_cancel(self, job_id: str) -> Job | None:
-        """A queued job is cancelled at once; a running one gets its cancel flag (the worker stops)."""
-        if "\x00" in job_id:
+    def request_cancel(self, job_id: str, visible_to: str | None = None) -> Job | None:
+        """A queued job is cancelled at once; a running one gets its cancel flag (the worker stops). None when
+        there is no such job, or it belongs to an owner other than ``visible_to`` (None: any owner)."""
+        if "\x00" in job_id or self.get(job_id, visible_to) is None:
             return None
         now = utcnow()
         with self.sessions() as session, session.begin():
@@ -346,6 +402,22 @@ class JobsRepo:
                 update(Job).where(same_attempt).values(lease_token=None, updated_at=now, **values)
             )
         return values["state"] if outcome.rowcount == 1 else None
+
+
+def scoped_idempotency_key(key: str, owner: str | None) -> str:
+    """The stored form of an Idempotency-Key: the key itself without an owner (as before API keys existed),
+    else a hash of owner and key, so that two teams' equal keys never meet."""
+    if owner is None:
+        return key
+    return "owner-sha256:" + hashlib.sha256(f"{owner}\n{key}".encode()).hexdigest()
+
+
+def _visible(owner: str | None, visible_to: str | None) -> bool:
+    return visible_to is None or owner == visible_to
+
+
+def _owned_by(owner: str | None) -> Any:
+    return Job.owner.is_(None) if owner is None else Job.owner == owner
 
 
 def _add_stage_seconds(session: Session, stage: str, seconds: float) -> None:

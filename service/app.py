@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from gscore.settings import Settings, get_settings
 from jobstore.broker import create_celery
 from jobstore.datasets_repo import DatasetsRepo
-from jobstore.db import make_session_factory
+from jobstore.db import make_session_factory, prepare_database
 from jobstore.dispatch import Dispatcher
 from jobstore.jobs_repo import JobsRepo
 from jobstore.reaper import ReaperThread
+from jobstore.startup import prepare_broker
 from jobstore.storage import Storage
 from service.context import ServiceContext
+from service.deps import authenticate
 from service.metrics import ServiceMetrics
 from service.problems import install_problem_handlers
 from service.routes import api_docs, catalog, collections, dashboard, datasets, health, jobs
@@ -27,8 +29,9 @@ API_DESCRIPTION = (
 
 
 def build_context(settings: Settings) -> ServiceContext:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    sessions = make_session_factory(settings.resolved_database_url)
+    prepare_database(settings)  # the schema, created or upgraded once under a lock, before serving
+    prepare_broker(settings)  # the embedded broker's tables, likewise
+    sessions = make_session_factory(settings.resolved_database_url, migrate=False)
     repo = JobsRepo(sessions)
     storage = Storage(settings.resolved_storage_dir)
     return ServiceContext(
@@ -37,7 +40,7 @@ def build_context(settings: Settings) -> ServiceContext:
         repo=repo,
         datasets=DatasetsRepo(sessions, storage),
         storage=storage,
-        dispatcher=Dispatcher(create_celery(settings)),
+        dispatcher=Dispatcher(create_celery(settings), settings.test_fault),
         metrics=ServiceMetrics(repo),
     )
 
@@ -55,13 +58,16 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
                 context.dispatcher,
                 context.settings.max_attempts,
                 context.settings.reaper_interval_seconds,
+                republish_after_seconds=context.settings.republish_after_seconds,
+                republish_max_interval_seconds=context.settings.republish_max_interval_seconds,
             )
-            reaper.start()
+            reaper.start()  # its first pass publishes every queued job again (in its own thread)
         try:
             yield
         finally:
             if reaper is not None:
                 reaper.stop()
+            context.dispatcher.shutdown()
 
     app = FastAPI(  # /docs and /redoc are served offline by service.routes.api_docs
         title="gscore",
@@ -74,6 +80,8 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     app.state.context = context
     install_problem_handlers(app)
     app.middleware("http")(context.metrics.middleware)
-    for module in (jobs, collections, datasets, catalog, health, api_docs, dashboard):
+    for module in (jobs, collections, datasets, catalog):  # /v1: an API key once any exists (service.deps)
+        app.include_router(module.router, dependencies=[Depends(authenticate)])
+    for module in (health, api_docs, dashboard):  # open: probes, /docs, the dashboard's static files
         app.include_router(module.router)
     return app

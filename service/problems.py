@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sqlalchemy_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gscore.errors import GScoreError, SpecError
+from service.error_middleware import UnhandledErrorMiddleware
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("gscore.service")
 REQUEST_PARTS = ("body", "query", "path", "header")  # dropped from a validation error's field name
+# database errors that are bugs (500); every other DBAPIError (down, hung, I/O error, corrupt file) is a 503
+DATABASE_BUGS = (
+    sqlalchemy_exc.IntegrityError,
+    sqlalchemy_exc.ProgrammingError,
+    sqlalchemy_exc.DataError,
+    sqlalchemy_exc.NotSupportedError,
+)
+DEPENDENCY_RETRY_AFTER_SECONDS = 5  # Retry-After of a 503 for a database or storage fault
+# OS errors that mean "the storage directory cannot be written now" (read-only, full, no permission, I/O)
+STORAGE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO})
 
 _HTTP_TITLES = {
     400: "Bad request",
@@ -88,6 +102,14 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, str | None]:
     return "; ".join(messages) or "invalid request", first_field
 
 
+def dependency_unavailable(request: Request, type_: str, title: str, detail: str) -> JSONResponse:
+    """503 with ``Retry-After`` for a dependency (database, storage) that failed; the request changed nothing
+    a retry would duplicate (a failed transaction is rolled back, a partial upload is discarded)."""
+    response = problem_response(request, 503, type_, title, f"{detail}; retry later")
+    response.headers["Retry-After"] = str(DEPENDENCY_RETRY_AFTER_SECONDS)
+    return response
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Every error the app answers with is a problem document."""
 
@@ -118,6 +140,41 @@ def install_problem_handlers(app: FastAPI) -> None:
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
+
+    @app.exception_handler(sqlalchemy_exc.DBAPIError)
+    @app.exception_handler(sqlalchemy_exc.TimeoutError)
+    @app.exception_handler(sqlalchemy_exc.DisconnectionError)
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DATABASE_BUGS):  # the query, not the database, is at fault
+            log.exception("unhandled database error on %s %s", request.method, request.url.path)
+            return problem_response(
+                request, 500, "internal-error", "Internal server error", "an unexpected error was logged"
+            )
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return dependency_unavailable(
+            request, "database-unavailable", "Database unavailable", "the job database did not answer"
+        )
+
+    @app.exception_handler(OSError)
+    async def _storage_unavailable(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno not in STORAGE_ERRNOS:
+            log.exception("unhandled OS error on %s %s", request.method, request.url.path)
+            return problem_response(
+                request, 500, "internal-error", "Internal server error", "an unexpected error was logged"
+            )
+        log.error("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+        reason = os.strerror(exc.errno) if exc.errno else "error"
+        return dependency_unavailable(
+            request,
+            "storage-unavailable",
+            "Storage unavailable",
+            f"the storage directory refused a write ({reason})",
+        )
+
+    # an exception no handler takes: a 500 problem document with `Connection: close`, not re-raised (so
+    # uvicorn does not drop the kept-alive connection mid-stream); the handler below only sees exceptions
+    # raised outside it (in an outer middleware)
+    app.add_middleware(UnhandledErrorMiddleware)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

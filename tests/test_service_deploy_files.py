@@ -11,6 +11,11 @@ from gscore.cli import build_parser
 from gscore.settings import Settings
 
 
+def _env_file(path: Path) -> dict[str, str]:
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
 def test_compose_services_commands_and_volumes() -> None:
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
@@ -20,10 +25,12 @@ def test_compose_services_commands_and_volumes() -> None:
         command = services[name]["command"]
         assert command[0] == "gscore"
         parser.parse_args(command[1:])  # the verb and its options exist
-        env = services[name]["environment"]
+        assert services[name]["env_file"] == ".env"  # DATABASE_URL with its password
+        env = {**_env_file(REPO_ROOT / ".env.example"), **services[name]["environment"]}
         assert env["BROKER_URL"].startswith("redis://") and env["DATABASE_URL"].startswith("postgresql")
         assert any(volume.startswith("gscore-data:") for volume in services[name]["volumes"])
-        assert set(env) <= {field.validation_alias.choices[0] for field in Settings.model_fields.values()}
+        settings_names = {field.validation_alias.choices[0] for field in Settings.model_fields.values()}
+        assert set(env) - {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= settings_names
     assert services["api"]["command"][1:4] == ["serve", "--host", "0.0.0.0"]
     assert services["worker"]["command"][1:4] == ["worker", "--queues", "gpu"]
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
@@ -44,3 +51,41 @@ def test_docs_list_every_setting() -> None:
     for field in Settings.model_fields.values():
         assert field.validation_alias.choices[0] in docs
     assert Path(REPO_ROOT / "docs" / "service.md").exists()
+
+
+def test_passwords_come_from_the_env_file() -> None:
+    compose_text = (REPO_ROOT / "docker-compose.yml").read_text()
+    compose = yaml.safe_load(compose_text)
+    example = _env_file(REPO_ROOT / ".env.example")
+    postgres = compose["services"]["postgres"]
+    assert postgres["env_file"] == ".env" and "environment" not in postgres
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= set(example)
+    assert f":{example['POSTGRES_PASSWORD']}@" in example["DATABASE_URL"]  # one password, two places
+    assert (
+        "POSTGRES_PASSWORD:" not in compose_text and "gscore:gscore@" not in compose_text
+    )  # no inline password
+    assert ".env" in (REPO_ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_worker_health_check_is_its_own() -> None:
+    services = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+    test = services["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1:4] == ["gscore", "worker", "--check"]
+    assert not any("8000" in part or "healthz" in part for part in test)  # not the API's URL
+    args = build_parser().parse_args(test[2:])
+    assert args.check and args.check_timeout < int(services["worker"]["healthcheck"]["timeout"].rstrip("s"))
+
+
+def test_deployment_docs_state_datasets_driver_and_keys() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deployment") :]
+    for needed in (
+        "gscore-datasets",
+        "GSCORE_DATASETS_DIR",
+        "cifar",
+        ".env.example",
+        "580",
+        "gscore keys create",
+    ):
+        assert needed.lower() in section.lower(), needed
+    assert "580" in (REPO_ROOT / "Dockerfile").read_text()

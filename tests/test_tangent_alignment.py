@@ -33,12 +33,15 @@ from gscore.tangent_alignment import (
 
 
 @pytest.fixture(autouse=True)
-def float64_default():
-    """The references are exact in float64; the default dtype is restored for the other test modules."""
-    previous = torch.get_default_dtype()
+def float64_single_thread():
+    """The references are exact in float64; one thread (tiny ops stall on a busy shared CPU otherwise).
+    Both settings are restored for the other test modules."""
+    previous_dtype, previous_threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
     yield
-    torch.set_default_dtype(previous)
+    torch.set_default_dtype(previous_dtype)
+    torch.set_num_threads(previous_threads)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import DBAPIError
 
 from gscore.errors import GScoreError, JobCancelled
 from gscore.settings import Settings
@@ -22,6 +25,9 @@ from worker.heartbeat import Heartbeat
 from worker.progress import ProgressWriter
 
 log = logging.getLogger("gscore.worker")
+CLAIM_RETRY_FIRST_PAUSE_SECONDS = 0.25
+CLAIM_RETRY_MAX_PAUSE_SECONDS = 2.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,7 +45,7 @@ def worker_context(settings: Settings) -> WorkerContext:
     pid = os.getpid()
     if pid not in _contexts:
         _contexts.clear()
-        sessions = make_session_factory(settings.resolved_database_url)
+        sessions = make_session_factory(settings.resolved_database_url, migrate=False)  # prepare_database ran
         _contexts[pid] = WorkerContext(settings, JobsRepo(sessions), Storage(settings.resolved_storage_dir))
     return _contexts[pid]
 
@@ -95,7 +101,7 @@ def _outcome(
     """(state, result, error) of one attempt."""
     progress = ProgressWriter(ctx.repo, claim, ctx.settings.progress_interval_seconds)
     try:
-        earlier_result = duplicate_result(ctx.repo, job.dedupe_key, excluding_job_id=job.id)
+        earlier_result = duplicate_result(ctx.repo, job.dedupe_key, excluding_job_id=job.id, owner=job.owner)
         if earlier_result is not None:  # an identical job finished while this one was queued
             progress("deduplicated", 0, 0)
             return SUCCEEDED, earlier_result, None
@@ -125,10 +131,47 @@ def _outcome(
         return FAILED, None, _error("internal-error", "Internal error", detail)
 
 
+def retry_database(call: Callable[[], T], seconds: float, what: str) -> T:
+    """``call()``, retried with backoff (0.25 s doubling to 2 s) while the database fails, for up to
+    ``seconds``; then the last ``DBAPIError`` propagates."""
+    deadline = time.monotonic() + seconds
+    pause = CLAIM_RETRY_FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            return call()
+        except DBAPIError as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s failed (%s); retrying in %.2f s", what, type(exc).__name__, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, CLAIM_RETRY_MAX_PAUSE_SECONDS)
+
+
+def claim_with_retry(repo: JobsRepo, job_id: str, worker_name: str, settings: Settings) -> Claim | None:
+    """``repo.claim`` through :func:`retry_database` for up to ``settings.claim_retry_seconds``."""
+    return retry_database(
+        lambda: repo.claim(job_id, worker=worker_name, lease_seconds=settings.lease_seconds),
+        settings.claim_retry_seconds,
+        f"job {job_id}: claim",
+    )
+
+
 def execute_job(job_id: str, settings: Settings, worker_name: str) -> str:
     """Run ``job_id`` if it can be claimed; returns what happened (for logs)."""
-    ctx = worker_context(settings)
-    claim = ctx.repo.claim(job_id, worker=worker_name, lease_seconds=settings.lease_seconds)
+    if settings.test_fault == "exit-before-claim":
+        log.error("TEST FAULT: worker killed after taking the message of job %s, before claiming it", job_id)
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # the whole worker (main process and pool), as a machine dies
+    try:
+        ctx = worker_context(settings)
+        claim = claim_with_retry(ctx.repo, job_id, worker_name, settings)
+    except DBAPIError as exc:  # the database stayed down: the job is still queued in the table
+        log.error(
+            "job %s: could not claim for %.0f s (%s); left queued, it is published again later",
+            job_id,
+            settings.claim_retry_seconds,
+            type(exc).__name__,
+        )
+        return "claim-failed"
     if claim is None:
         log.info("job %s: not claimable (finished, cancelled or running elsewhere); message dropped", job_id)
         return "skipped"
@@ -142,7 +185,12 @@ def execute_job(job_id: str, settings: Settings, worker_name: str) -> str:
     started = time.monotonic()
     with Heartbeat(ctx.repo, claim, settings.lease_seconds) as heartbeat:
         state, result, error = _outcome(job, ctx, claim, heartbeat)
-        if not ctx.repo.finish(claim, state, result=result, error=error):
+        recorded = retry_database(
+            lambda: ctx.repo.finish(claim, state, result=result, error=error),
+            settings.claim_retry_seconds,
+            f"job {job_id}: recording the outcome",
+        )
+        if not recorded:
             log.warning(
                 "job %s: attempt %d finished as %s after losing its lease; not recorded",
                 job_id,

@@ -7,20 +7,30 @@ import socket
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.exceptions import Reject
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from gscore.settings import Settings
 from jobstore.broker import SCORE_TASK, create_celery
+from jobstore.db import prepare_database
 from jobstore.dispatch import Dispatcher
 from jobstore.reaper import ReaperThread
+from jobstore.startup import prepare_broker
 from worker.execute import execute_job, worker_context
+from worker.shutdown import ShutdownFlag
 
 log = logging.getLogger("gscore.worker")
 EMBEDDED_POLLING_INTERVAL_SECONDS = 0.2
 
 
 def create_worker_app(settings: Settings) -> Celery:
-    """The Celery app with the score task registered and the process hooks connected."""
+    """The Celery app with the score task registered and the process hooks connected.
+
+    The database schema is created or upgraded first (once, under a lock: :func:`jobstore.db.prepare_database`),
+    so no worker consumes a message before the tables exist.
+    """
+    prepare_database(settings)
+    prepare_broker(settings)  # the embedded broker's tables, once, under a lock (workers start together)
     app = create_celery(settings)
     if settings.resolved_broker_url.startswith("sqla+"):
         # kombu's SQL transport polls its table every second and passes every transport option to
@@ -29,9 +39,19 @@ def create_worker_app(settings: Settings) -> Celery:
 
         SQLTransport.polling_interval = EMBEDDED_POLLING_INTERVAL_SECONDS
 
+    shutting_down = ShutdownFlag()  # shared memory: set in the main process, read in the pool's children
+
     @app.task(name=SCORE_TASK, bind=True)
     def score_job(self: Any, job_id: str) -> str:
+        if shutting_down.is_set():
+            # a worker that got SIGTERM takes no new job: the message goes back for another worker
+            log.info("job %s: worker shutting down; message requeued, job not claimed", job_id)
+            raise Reject("worker shutting down", requeue=True)
         return execute_job(job_id, settings, self.request.hostname or socket.gethostname())
+
+    @worker_shutting_down.connect(weak=False)
+    def _refuse_new_jobs(**_: Any) -> None:
+        shutting_down.set()
 
     reaper_holder: dict[str, Any] = {}
 
@@ -47,6 +67,8 @@ def create_worker_app(settings: Settings) -> Celery:
             Dispatcher(app),
             settings.max_attempts,
             settings.reaper_interval_seconds,
+            republish_after_seconds=settings.republish_after_seconds,
+            republish_max_interval_seconds=settings.republish_max_interval_seconds,
         )
         reaper.start()
         reaper_holder["reaper"] = reaper

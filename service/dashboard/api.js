@@ -9,8 +9,32 @@ export class ApiError extends Error {
   }
 }
 
+// The API key (gscore keys create) lives in this browser's localStorage and goes with every request as
+// `Authorization: Bearer`; without one the requests go out bare (a keyless service on loopback).
+export const API_KEY_STORAGE = "gscore.apiKey";
+
+export function apiKey() {
+  try {
+    return (window.localStorage.getItem(API_KEY_STORAGE) || "").trim();
+  } catch {
+    return "";
+  }
+}
+
+export function setApiKey(value) {
+  const key = (value || "").trim();
+  if (key) window.localStorage.setItem(API_KEY_STORAGE, key);
+  else window.localStorage.removeItem(API_KEY_STORAGE);
+}
+
+export function authHeaders() {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
 export async function api(path, options = {}) {
-  const response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
+  const headers = { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) };
+  const response = await fetch(path, { ...options, headers });
   const text = await response.text();
   let body = null;
   try {

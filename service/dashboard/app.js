@@ -1,5 +1,6 @@
 // Hash router: #/ collections, #/collections/NAME, #/jobs, #/jobs/ID. Each view renders into <main>
 // and returns a stop function (for its polling) that runs when the route changes.
+import { apiKey, setApiKey } from "/dashboard/api.js";
 import { esc } from "/dashboard/format.js";
 import { renderCollections } from "/dashboard/collections.js";
 import { renderCollection } from "/dashboard/collection.js";
@@ -32,6 +33,18 @@ async function show() {
   } catch (error) {
     view.innerHTML = `<div class="error" role="alert"><strong>Could not load this page.</strong> ${esc(error.message)}</div>`;
   }
+}
+
+// The API key field: saved in localStorage (api.js sends it as `Authorization: Bearer`), then the view reloads.
+const keyForm = document.getElementById("api-key-form");
+const keyInput = document.getElementById("api-key");
+if (keyForm && keyInput) {
+  keyInput.value = apiKey();
+  keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    setApiKey(keyInput.value);
+    show();
+  });
 }
 
 window.addEventListener("hashchange", show);

@@ -18,8 +18,9 @@ from gscore.ranking import (
 )
 from gscore.ranking_records import MEASURE_STATUSES
 from jobstore.db import Job
+from jobstore.keys import Principal
 from service.context import ServiceContext
-from service.deps import Context
+from service.deps import Caller, Context
 from service.problems import PROBLEM, Problem, collection_not_found
 from service.schemas import CollectionList, CollectionOut, CollectionSummary, RankingOut, collection_model
 
@@ -27,10 +28,9 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 
 @router.get("", response_model=CollectionList, summary="All collections")
-def list_collections(ctx: Context) -> CollectionList:
-    return CollectionList(
-        collections=[CollectionSummary(name=name, models=count) for name, count in ctx.repo.collections()]
-    )
+def list_collections(ctx: Context, caller: Caller) -> CollectionList:
+    rows = ctx.repo.collections(caller.visible_to)
+    return CollectionList(collections=[CollectionSummary(name=name, models=count) for name, count in rows])
 
 
 @router.get(
@@ -39,15 +39,18 @@ def list_collections(ctx: Context) -> CollectionList:
     responses={404: PROBLEM},
     summary="A collection's models (latest job per model name)",
 )
-def get_collection(name: str, ctx: Context) -> CollectionOut:
-    return CollectionOut(name=name, models=[collection_model(job) for job in _collection_jobs(ctx, name)])
+def get_collection(name: str, ctx: Context, caller: Caller) -> CollectionOut:
+    jobs = _collection_jobs(ctx, name, caller)
+    return CollectionOut(name=name, models=[collection_model(job) for job in jobs])
 
 
 Target = Literal["test_accuracy", "generalization_gap"]
 
 
-def _collection_jobs(ctx: ServiceContext, name: str) -> list[Job]:
-    jobs = ctx.repo.collection_jobs(name)
+def _collection_jobs(ctx: ServiceContext, name: str, caller: Principal) -> list[Job]:
+    """The caller's jobs of the collection (404 when it has none: another owner's collection reads as
+    missing)."""
+    jobs = ctx.repo.collection_jobs(name, caller.visible_to)
     if not jobs:
         raise collection_not_found(name)
     return jobs
@@ -121,6 +124,7 @@ def _measure_list(measures: str | None, records: list[ModelRecord], field: str) 
 def get_ranking(
     name: str,
     ctx: Context,
+    caller: Caller,
     target: Target = "test_accuracy",
     measures: Annotated[str | None, Query(description="comma-separated measure names")] = None,
     min_train_accuracy: Annotated[
@@ -139,7 +143,7 @@ def get_ranking(
     seed: Annotated[int, Query(ge=0, le=2**32 - 1, description="bootstrap seed")] = 0,
 ) -> RankingOut:
     """The same document as `gscore rank FILE --json`, plus `not_scored`: models whose job has not succeeded."""
-    records, not_scored = _scored_records(_collection_jobs(ctx, name))
+    records, not_scored = _scored_records(_collection_jobs(ctx, name, caller))
     result = rank_collection(
         records,
         target=target,
@@ -161,6 +165,7 @@ def get_ranking(
 def get_plot(
     name: str,
     ctx: Context,
+    caller: Caller,
     measure: Annotated[str | None, Query(description="comma-separated measures; default all")] = None,
     target: Target = "test_accuracy",
     color_by: Annotated[
@@ -170,7 +175,7 @@ def get_plot(
     from gscore.plots import plot_measures
     from gscore.ranking import collection_axes
 
-    records, _ = _scored_records(_collection_jobs(ctx, name))
+    records, _ = _scored_records(_collection_jobs(ctx, name, caller))
     chosen = _measure_list(measure, records, "measure") or default_measures(records)
     if not chosen:
         raise Problem(422, "nothing-to-plot", "Nothing to plot", f"no model of {name!r} has scores yet")

@@ -11,9 +11,10 @@ from starlette.concurrency import run_in_threadpool
 from gscore.errors import DatasetError
 from jobstore.datasets_repo import DatasetNameTaken
 from jobstore.db import UploadedDataset
+from jobstore.keys import Principal
 from jobstore.specs import check_dataset_name
 from service.context import ServiceContext
-from service.deps import Context
+from service.deps import Caller, Context
 from service.multipart import UploadedForm, read_multipart
 from service.problems import Problem, problem_responses
 from service.schemas import DatasetList, DatasetOut
@@ -62,7 +63,7 @@ def _default_name(filename: str | None) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-_")[:64] or "dataset"
 
 
-def _store_dataset(ctx: ServiceContext, form: UploadedForm) -> tuple[UploadedDataset, bool]:
+def _store_dataset(ctx: ServiceContext, form: UploadedForm, caller: Principal) -> tuple[UploadedDataset, bool]:
     from gscore.datasets import BUILTIN_DATASET_NAMES, read_npz_probe_set
 
     if "file" not in form.files:
@@ -87,13 +88,14 @@ def _store_dataset(ctx: ServiceContext, form: UploadedForm) -> tuple[UploadedDat
     }
     path = ctx.storage.keep_dataset(sink)
     try:
-        return ctx.datasets.add(name, sink.sha256, path.stat().st_size, summary)
+        return ctx.datasets.add(name, sink.sha256, path.stat().st_size, summary, owner=caller.owner)
     except DatasetNameTaken:
         raise Problem(
             409,
             "dataset-name-taken",
             "Dataset name taken",
-            f"an uploaded dataset named {name!r} with other content exists; choose another name",
+            f"an uploaded dataset named {name!r} with other content or of another owner exists (names are "
+            "unique on this server); choose another name",
         ) from None
 
 
@@ -105,12 +107,12 @@ def _store_dataset(ctx: ServiceContext, form: UploadedForm) -> tuple[UploadedDat
     responses=problem_responses(400, 409, 413, 415, 422),
     summary="Upload an .npz probe set",
 )
-async def upload_dataset(request: Request, response: Response, ctx: Context) -> DatasetOut:
+async def upload_dataset(request: Request, response: Response, ctx: Context, caller: Caller) -> DatasetOut:
     form = await read_multipart(
         request, file_fields={"file"}, open_sink=lambda: ctx.storage.new_sink(ctx.settings.max_upload_bytes)
     )
     try:
-        record, created = await run_in_threadpool(_store_dataset, ctx, form)
+        record, created = await run_in_threadpool(_store_dataset, ctx, form, caller)
     finally:
         form.discard()
     if not created:
@@ -120,7 +122,7 @@ async def upload_dataset(request: Request, response: Response, ctx: Context) -> 
 
 
 @router.get("", response_model=DatasetList, summary="Built-in (with install status) and uploaded datasets")
-def list_datasets(ctx: Context) -> DatasetList:
+def list_datasets(ctx: Context, caller: Caller) -> DatasetList:
     from gscore.datasets import builtin_datasets
 
     builtins = [
@@ -137,4 +139,5 @@ def list_datasets(ctx: Context) -> DatasetList:
         )
         for d in builtin_datasets(ctx.settings.resolved_datasets_dir)
     ]
-    return DatasetList(datasets=builtins + [_uploaded_out(record) for record in ctx.datasets.all()])
+    uploaded = ctx.datasets.all(caller.visible_to)  # another owner's uploads are not listed
+    return DatasetList(datasets=builtins + [_uploaded_out(record) for record in uploaded])

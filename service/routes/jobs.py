@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from jobstore.jobs_repo import STATES, CancelConflict, InvalidCursor
-from service.deps import Context, IdempotencyKeyHeader
+from service.deps import Caller, Context, IdempotencyKeyHeader
 from service.multipart import read_multipart
 from service.problems import Problem, job_not_found, problem_responses
 from service.schemas import JobOut, JobPage, job_out
@@ -23,20 +23,40 @@ SUBMIT_BODY = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "required": ["checkpoint", "spec"],
+                "required": ["spec"],
                 "properties": {
                     "checkpoint": {
                         "type": "string",
                         "format": "binary",
-                        "description": "safetensors file or torch.save zip archive",
+                        "description": "safetensors file or torch.save zip archive (a state_dict); send "
+                        "it or `model`",
+                    },
+                    "model": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "an .onnx file (architecture and weights) instead of `checkpoint`; "
+                        'the arch is {"family": "onnx"} (spec.arch may be left out or set only "input")',
                     },
                     "spec": {
                         "type": "string",
                         "description": "JSON: arch, dataset, split, measures, params, "
-                        "samples_per_class, seed",
+                        "samples_per_class, seed (at most 64 KiB, nested at most 16 deep)",
                     },
-                    "collection": {"type": "string"},
-                    "model_name": {"type": "string"},
+                    "collection": {
+                        "type": "string",
+                        "description": "read back at /v1/collections/{name}: no '/', no control "
+                        "characters, no leading or trailing whitespace. Its models share one probe "
+                        "(dataset, split, samples_per_class, seed): another probe is a 409",
+                    },
+                    "model_name": {
+                        "type": "string",
+                        "description": "unique in the collection: re-using it is a 409 unless replace=true",
+                    },
+                    "replace": {
+                        "type": "boolean",
+                        "description": "replace the collection's entry of this model_name (the old job "
+                        "stays readable, leaves the collection, and is cancelled if still queued or running)",
+                    },
                     "hyperparameters": {"type": "string", "description": "a flat JSON object"},
                     "test_accuracy": {"type": "number"},
                     "train_accuracy": {"type": "number"},
@@ -52,29 +72,30 @@ SUBMIT_BODY = {
     status_code=202,
     response_model=JobOut,
     openapi_extra={"requestBody": SUBMIT_BODY},
-    responses=problem_responses(400, 413, 415, 422, 503),
-    summary="Submit a checkpoint for scoring",
+    responses=problem_responses(400, 409, 413, 415, 422, 503),
+    summary="Submit a checkpoint (or an .onnx model) for scoring",
 )
 async def submit(
     request: Request,
     response: Response,
     ctx: Context,
+    caller: Caller,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobOut:
     form = await read_multipart(
         request,
-        file_fields={"checkpoint"},
+        file_fields={"checkpoint", "model"},
         open_sink=lambda: ctx.storage.new_sink(ctx.settings.max_upload_bytes),
     )
     try:
         earlier = None
         if idempotency_key:
-            earlier = await run_in_threadpool(ctx.repo.job_for_idempotency_key, idempotency_key)
+            earlier = await run_in_threadpool(ctx.repo.job_for_idempotency_key, idempotency_key, caller.owner)
         if earlier is not None:  # a retry: the same body answers the first job, another body is refused
-            submission = await run_in_threadpool(parse_submission, ctx, form)
+            submission = await run_in_threadpool(parse_submission, ctx, form, caller)
             job = idempotent_replay(earlier, submission, idempotency_key or "")
         else:
-            job = await run_in_threadpool(create_job, ctx, form, idempotency_key)
+            job = await run_in_threadpool(create_job, ctx, form, idempotency_key, caller)
     finally:
         form.discard()  # a kept checkpoint was moved away already
     return _accepted(response, job)
@@ -90,8 +111,8 @@ def _accepted(response: Response, job: object) -> JobOut:
 @router.get(
     "/{job_id}", response_model=JobOut, responses=problem_responses(404), summary="A job's state and result"
 )
-def get_job(job_id: str, ctx: Context) -> JobOut:
-    job = ctx.repo.get(job_id)
+def get_job(job_id: str, ctx: Context, caller: Caller) -> JobOut:
+    job = ctx.repo.get(job_id, caller.visible_to)  # another owner's job reads as missing
     if job is None:
         raise job_not_found(job_id)
     return job_out(job)
@@ -104,9 +125,9 @@ def get_job(job_id: str, ctx: Context) -> JobOut:
     responses=problem_responses(404, 409),
     summary="Cancel a queued or running job",
 )
-def cancel_job(job_id: str, ctx: Context) -> JobOut:
+def cancel_job(job_id: str, ctx: Context, caller: Caller) -> JobOut:
     try:
-        job = ctx.repo.request_cancel(job_id)
+        job = ctx.repo.request_cancel(job_id, caller.visible_to)
     except CancelConflict as exc:
         raise Problem(
             409,
@@ -122,6 +143,7 @@ def cancel_job(job_id: str, ctx: Context) -> JobOut:
 @router.get("", response_model=JobPage, responses=problem_responses(422), summary="List jobs, newest first")
 def list_jobs(
     ctx: Context,
+    caller: Caller,
     collection: Annotated[str | None, Query(max_length=128)] = None,
     state: Annotated[str | None, Query(description=", ".join(STATES))] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
@@ -136,7 +158,9 @@ def list_jobs(
             field="state",
         )
     try:
-        jobs, next_cursor = ctx.repo.page(collection=collection, state=state, limit=limit, cursor=cursor)
+        jobs, next_cursor = ctx.repo.page(
+            collection=collection, state=state, limit=limit, cursor=cursor, visible_to=caller.visible_to
+        )
     except InvalidCursor:
         raise Problem(
             422,
