@@ -151,6 +151,47 @@ _ENTRIES += [
     ),
 ]
 
+# Tangent-feature alignment (seed 004): the tangent kernel of a seeded class-balanced training sample.
+_NTK_PARAMETERS = {"samples": 100, "split": "train", "seed": 0, "max_outputs": 20, "memory_budget_mb": 1024.0}
+_NTK_RULES = {"split": "split"}
+_TANGENT = frozenset({"model", "probe"})
+
+_ENTRIES += [
+    Measure(
+        "ntk_alignment",
+        "centred tangent-kernel / target alignment",
+        +1,
+        _TANGENT,
+        "tangent_kernel",
+        "gscore.tangent_alignment:ntk_alignment_measure",
+        dict(_NTK_PARAMETERS),
+        dict(_NTK_RULES),
+        description="y^T K_c y / (||K_c||_F ||y||^2) of the tangent kernel over all trainable parameters",
+    ),
+    Measure(
+        "ntk_layer_alignment",
+        "mean per-module tangent-kernel alignment",
+        +1,
+        _TANGENT,
+        "tangent_kernel",
+        "gscore.tangent_alignment:ntk_layer_alignment_measure",
+        dict(_NTK_PARAMETERS),
+        dict(_NTK_RULES),
+        description="the alignment of each module's tangent kernel, averaged over modules with parameters",
+    ),
+    Measure(
+        "ntk_effective_rank",
+        "effective rank of the centred tangent kernel",
+        -1,
+        _TANGENT,
+        "tangent_kernel",
+        "gscore.tangent_alignment:ntk_effective_rank_measure",
+        dict(_NTK_PARAMETERS),
+        dict(_NTK_RULES),
+        description="effective rank of the centred tangent kernel; trace ratios T_40/T_80/T_160 and Tr K / N in meta",
+    ),
+]
+
 MEASURES: dict[str, Measure] = {m.name: m for m in _ENTRIES}
 
 CLUSTERING_MEASURES: tuple[str, ...] = ("c1", "c2", "c3", "c4")
