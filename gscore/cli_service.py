@@ -205,6 +205,11 @@ def _submit(args: argparse.Namespace) -> int:
     )
     arch_text = _existing_file_or_json(args.arch, "--arch") if args.arch is not None else None
     source = model_source(args.checkpoint, arch_text, args.model)  # checkpoint + --arch, or --model
+    if not source["checkpoint"].is_file():
+        from gscore.errors import CheckpointError
+
+        what = "--model" if args.model else "checkpoint"
+        raise CheckpointError(f"{what} file {str(source['checkpoint'])!r} is missing (no such file)")
     with _client(args) as client:
         job = client.submit(
             None if args.model else source["checkpoint"],

@@ -26,7 +26,8 @@ exceeds the budget. Modules with parameters are packed, in call order, into grou
 over all NC rows takes at most half the budget; a group's Jacobian is computed in tiles of (samples x
 outputs) by ``torch.func.vmap`` over samples of ``jacrev`` over the outputs (reverse mode; the backward
 pass stops at the group's first layer), each tile's rows and the activations of its vmapped pass in a
-quarter of the budget (activations estimated from one forward pass, times ``_ACTIVATION_FACTOR``). ``K`` is
+quarter of the budget (activations: the leaf-module outputs of one sample from the group's first call
+on, measured in one forward pass, times ``_ACTIVATION_FACTOR``). ``K`` is
 the sum over parameter tensors of ``J_t J_t^T`` in float64, the columns converted in chunks of at most an
 eighth of the budget. A module whose Jacobian alone exceeds half the budget is its own group, computed tile
 pair by tile pair with two tiles held at a time: tiles are recomputed, time traded for memory (cost
@@ -87,6 +88,7 @@ class _Module:
     name: str
     parameters: list[str]
     size: int  # trainable parameters of the module
+    downstream_bytes: int  # leaf-module outputs of one sample from the module's first call on
 
 
 @dataclass
@@ -101,13 +103,18 @@ class _Group:
     def size(self) -> int:
         return sum(module.size for module in self.modules)
 
+    @property
+    def downstream_bytes(self) -> int:
+        """Activations the group's backward pass goes through (one sample)."""
+        return max(module.downstream_bytes for module in self.modules)
+
 
 def _trainable_parameters(model: nn.Module) -> dict[str, Tensor]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
 def _probe_forward(model: nn.Module, example: Tensor) -> tuple[list[_Module], int, Tensor]:
-    """(modules with trainable parameters in first-call order, bytes of one sample's leaf activations,
+    """(modules with trainable parameters in first-call order, bytes of one sample's leaf-module outputs,
     the logits of ``example``)."""
     trainable = _trainable_parameters(model)
     owner: dict[str, str] = {}
@@ -122,12 +129,14 @@ def _probe_forward(model: nn.Module, example: Tensor) -> tuple[list[_Module], in
 
     called: list[str] = []
     activation_bytes = [0]
+    bytes_before: dict[str, int] = {}
     hooks = []
 
     def record_call(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _args: Any) -> None:
             if name in by_module and name not in called:
                 called.append(name)
+                bytes_before[name] = activation_bytes[0]
 
         return hook
 
@@ -147,11 +156,17 @@ def _probe_forward(model: nn.Module, example: Tensor) -> tuple[list[_Module], in
             handle.remove()
     # modules never called whose parameters the logits may still read (used functionally elsewhere)
     order = called + [name for name in by_module if name not in called]
+    batch = max(1, example.shape[0])
     modules = [
-        _Module(name or "(model)", by_module[name], sum(trainable[p].numel() for p in by_module[name]))
+        _Module(
+            name or "(model)",
+            by_module[name],
+            sum(trainable[p].numel() for p in by_module[name]),
+            (activation_bytes[0] - bytes_before.get(name, 0)) // batch,
+        )
         for name in order
     ]
-    return modules, activation_bytes[0] // max(1, example.shape[0]), logits
+    return modules, activation_bytes[0] // batch, logits
 
 
 def _pack_groups(modules: Sequence[_Module], rows: int, itemsize: int, budget_bytes: int) -> list[_Group]:
@@ -346,7 +361,7 @@ def _sweep_kernels(
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        modules, activation_bytes, logits = _probe_forward(model, inputs[:1])
+        modules, _, logits = _probe_forward(model, inputs[:1])
         if not isinstance(logits, Tensor) or logits.ndim != 2:
             raise MeasureError(
                 "the model's output must be a tensor of logits [batch, classes], got "
@@ -368,7 +383,7 @@ def _sweep_kernels(
         plans = []
         for group in groups:
             # a row of a tile: its Jacobian and the activations of its vmapped pass
-            row_bytes = group.size * itemsize + _ACTIVATION_FACTOR * activation_bytes
+            row_bytes = group.size * itemsize + _ACTIVATION_FACTOR * group.downstream_bytes
             rows_per_tile = max(1, (budget_bytes // 4) // max(1, row_bytes))
             tiles = _tiles(num_samples, num_outputs, rows_per_tile, device)
             cached = group.size * rows * itemsize <= budget_bytes // 2

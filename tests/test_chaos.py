@@ -8,6 +8,7 @@ The fast scenarios run in ``make test``; the rest are marked ``slow`` and ``chao
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,13 @@ import pytest
 from conftest import REDIS_PORT
 
 pytestmark = pytest.mark.chaos
+
+
+@pytest.fixture()
+def full_chaos(request: pytest.FixtureRequest) -> None:
+    """The slow scenarios run only when asked for: ``pytest -m chaos`` or GSCORE_CHAOS_FULL=1."""
+    if "chaos" not in (request.config.option.markexpr or "") and not os.environ.get("GSCORE_CHAOS_FULL"):
+        pytest.skip("slow chaos scenario: run with `pytest -m chaos` or benchmarks/chaos.py")
 
 
 def check(tally: chaos.Tally, *, allow_503: bool = False) -> None:
@@ -108,6 +116,7 @@ SLOW_BOTH_MODES: list[Callable[..., chaos.Tally]] = [
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("full_chaos")
 @pytest.mark.parametrize("scenario", SLOW_BOTH_MODES, ids=lambda s: s.__name__)
 def test_production_mode_slow(
     scenario: Callable[..., chaos.Tally],
@@ -119,5 +128,6 @@ def test_production_mode_slow(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("full_chaos")
 def test_embedded_workers_killed_mid_run(tmp_path: Path, digits_checkpoint: Path) -> None:
     check(chaos.workers_killed_mid_run(tmp_path / "stack", digits_checkpoint, "embedded"))
