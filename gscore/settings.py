@@ -94,7 +94,9 @@ class Settings(BaseSettings):
     )
     republish_max_interval_seconds: float = Field(
         300.0,
-        validation_alias=AliasChoices("GSCORE_REPUBLISH_MAX_INTERVAL_SECONDS", "republish_max_interval_seconds"),
+        validation_alias=AliasChoices(
+            "GSCORE_REPUBLISH_MAX_INTERVAL_SECONDS", "republish_max_interval_seconds"
+        ),
         description="Longest wait between two publishes of a job that stays queued.",
     )
     broker_timeout_seconds: float = Field(
@@ -151,7 +153,9 @@ class Settings(BaseSettings):
                 f"{env_name('job_time_limit')} ({self.job_time_limit}), or jobs are killed before they can clean up"
             )
         if self.test_fault not in TEST_FAULTS:
-            problems.append(f"{env_name('test_fault')} must be one of {TEST_FAULTS} (got {self.test_fault!r})")
+            problems.append(
+                f"{env_name('test_fault')} must be one of {TEST_FAULTS} (got {self.test_fault!r})"
+            )
         if self.default_queue not in ("cpu", "gpu"):
             problems.append(f"{env_name('default_queue')} must be cpu or gpu (got {self.default_queue!r})")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):

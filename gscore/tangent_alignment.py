@@ -335,6 +335,26 @@ def _module_kernel(
     return kernel
 
 
+def _plan(
+    modules: Sequence[_Module],
+    num_samples: int,
+    num_outputs: int,
+    itemsize: int,
+    budget_bytes: int,
+    device: torch.device,
+) -> list[tuple[_Group, list[_Tile], bool]]:
+    """(group, its tiles, whether its tiles are all held) for every group of modules (module docstring)."""
+    rows = num_samples * num_outputs
+    plans = []
+    for group in _pack_groups(modules, rows, itemsize, budget_bytes):
+        # a row of a tile: its Jacobian and the activations of its vmapped pass
+        row_bytes = group.size * itemsize + _ACTIVATION_FACTOR * group.downstream_bytes
+        rows_per_tile = max(1, (budget_bytes // 4) // max(1, row_bytes))
+        tiles = _tiles(num_samples, num_outputs, rows_per_tile, device)
+        plans.append((group, tiles, group.size * rows * itemsize <= budget_bytes // 2))
+    return plans
+
+
 def _sweep_kernels(
     model: nn.Module,
     inputs: Tensor,
@@ -345,6 +365,7 @@ def _sweep_kernels(
     check_cancel: Callable[[], None] | None,
     dtype: torch.dtype = torch.float64,
 ) -> Tensor:
+    """The full kernel [C'N, C'N]; ``on_module_kernel(name, kernel)`` gets each module's kernel in turn."""
     if memory_budget_mb <= 0 or not math.isfinite(memory_budget_mb):
         raise MeasureError(f"memory_budget_mb must be a positive number (got {memory_budget_mb!r})")
     trainable = _trainable_parameters(model)
@@ -379,15 +400,7 @@ def _sweep_kernels(
         itemsize = first.element_size()
 
         base = {name: p.detach() for name, p in trainable.items()}
-        groups = _pack_groups(modules, rows, itemsize, budget_bytes)
-        plans = []
-        for group in groups:
-            # a row of a tile: its Jacobian and the activations of its vmapped pass
-            row_bytes = group.size * itemsize + _ACTIVATION_FACTOR * group.downstream_bytes
-            rows_per_tile = max(1, (budget_bytes // 4) // max(1, row_bytes))
-            tiles = _tiles(num_samples, num_outputs, rows_per_tile, device)
-            cached = group.size * rows * itemsize <= budget_bytes // 2
-            plans.append((group, tiles, cached))
+        plans = _plan(modules, num_samples, num_outputs, itemsize, budget_bytes, device)
         total = sum(len(t) if cached else len(t) * (len(t) + 1) // 2 for _, t, cached in plans)
 
         counter = _Progress(total, progress, check_cancel)

@@ -422,6 +422,7 @@ def test_wrong_method_and_readiness(client: TestClient) -> None:
     wrong = client.put("/v1/jobs/x")
     assert wrong.status_code == 405 and wrong.json()["type"] == "about:blank"
     assert wrong.headers["content-type"].startswith("application/problem+json")
-    assert client.get("/readyz").json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+    checks = {"database": "ok", "broker": "ok", "storage": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "checks": checks}
     metrics = client.get("/metrics").text
     assert 'gscore_http_requests_total{method="PUT",route="/v1/jobs/{job_id}",status="405"}' in metrics

@@ -144,7 +144,7 @@ def test_catalog_health_and_metrics(embedded_stack: Stack, digits_checkpoint: Pa
         assert datasets["cifar10"]["installed"] is False and datasets["cifar10"]["where"]["directory"]
         assert client.get("/healthz").json()["status"] == "ok"
         ready = client.get("/readyz").json()
-        assert ready == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+        assert ready == {"status": "ready", "checks": {"database": "ok", "broker": "ok", "storage": "ok"}}
         metrics = client.get("/metrics").text
         assert 'gscore_http_requests_total{method="GET",route="/readyz",status="200"}' in metrics
         assert 'gscore_jobs{state="succeeded"}' in metrics

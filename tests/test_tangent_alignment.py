@@ -371,6 +371,40 @@ def test_cancellation_stops_the_sweep():
     assert len(ctx.reports) == 3
 
 
+def test_measures_on_the_real_measure_context_with_digits():
+    from pathlib import Path
+
+    import models
+    from gscore import datasets
+    from gscore.measure_inputs import MeasureContext, ProbeKey
+
+    probe = datasets.load_probe_set("digits", "train")
+    torch.manual_seed(0)
+    arch = {"family": "cnn", "in_channels": 1, "width": 8, "depth": 2, "num_classes": probe.num_classes}
+    model = models.build_model(arch).float().eval()
+    ctx = MeasureContext(
+        model=model,
+        device=torch.device("cpu"),
+        dataset="digits",
+        data_dir=Path("."),
+        probe=probe,
+        probe_key=ProbeKey("train", None, 0),
+        samples_per_class=None,
+        batch_size=256,
+        seed=0,
+        plan=[],
+    )
+    params = {"samples": 50, "split": "train", "seed": 3, "max_outputs": 20, "memory_budget_mb": 1024.0}
+    alignment = ntk_alignment_measure(ctx, params)
+    rank = ntk_effective_rank_measure(ctx, params)
+    sample = ctx.probe_set("train", 50, 3)
+    assert len(sample) == 50 and alignment.meta["samples"] == 50
+    x = torch.cat(list(sample.batches(50)))
+    direct = tangent_alignment(model, x, sample.y, probe.num_classes)
+    assert alignment.value == pytest.approx(direct.alignment, rel=1e-9)
+    assert rank.value == pytest.approx(direct.effective_rank, rel=1e-9)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Cross-checks
 # ----------------------------------------------------------------------------------------------------
