@@ -114,7 +114,8 @@ def _check_logits(model: nn.Module, probe: ProbeSet, device: torch.device) -> No
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] < probe.num_classes:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise SpecError(
-            f"the model must return logits [B, >= {probe.num_classes}] (one per class), got {got}", field="model"
+            f"the model must return logits [B, >= {probe.num_classes}] (one per class), got {got}",
+            field="model",
         )
 
 
@@ -211,7 +212,9 @@ def score(
         chosen,
         resolved,
         dataset=dataset,
-        dataset_label=whole.name if dataset is None or not str(dataset).endswith(".npz") else Path(dataset).name,
+        dataset_label=whole.name
+        if dataset is None or not str(dataset).endswith(".npz")
+        else Path(dataset).name,
         data_dir=data_dir,
         splits=splits,
         samples_per_class=samples_per_class,

@@ -51,7 +51,10 @@ def _worker_check(timeout: float) -> int:
 
     app = create_celery(get_settings())
     if not app.conf.worker_enable_remote_control:
-        print("gscore worker --check: the embedded broker has no remote control; nothing to ping", file=sys.stderr)
+        print(
+            "gscore worker --check: the embedded broker has no remote control; nothing to ping",
+            file=sys.stderr,
+        )
         return 1
     host = socket.gethostname()
     replies = app.control.inspect(timeout=timeout, pattern=f"*@{host}", matcher="glob").ping() or {}
@@ -261,6 +264,7 @@ def _collection(args: argparse.Namespace) -> int:
 
 def _ranking(args: argparse.Namespace) -> int:
     from gscore.cli_ranking import output_format, render
+
     measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
     with _client(args) as client:
         ranking = client.ranking(

@@ -282,7 +282,9 @@ def run(
         progress=report,
         should_cancel=should_cancel,
         timings={"load": load_seconds},
-        extra_meta={"checkpoint_prefix_removed": load_report.removed_prefix} if load_report.removed_prefix else {},
+        extra_meta={"checkpoint_prefix_removed": load_report.removed_prefix}
+        if load_report.removed_prefix
+        else {},
     )
 
 
@@ -347,7 +349,9 @@ def evaluate(
     if activations is not None and activations.pre.shape[1] > 0:
         meta["neurons"] = int(activations.pre.shape[1])
         meta["layers"] = activations.num_layers
-    sharpness = {r.name: r.meta for r in results if MEASURES[r.name].kind == "perturbation" and r.status == OK}
+    sharpness = {
+        r.name: r.meta for r in results if MEASURES[r.name].kind == "perturbation" and r.status == OK
+    }
     if sharpness:
         meta["sharpness"] = sharpness
     details = {r.name: r.meta for r in results if MEASURES[r.name].kind != "perturbation" and r.meta}

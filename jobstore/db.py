@@ -175,7 +175,9 @@ def make_engine(url: str, timeout_seconds: float = DATABASE_TIMEOUT_SECONDS) -> 
             "connect_timeout": max(int(round(timeout_seconds)), 1),
             "options": f"-c statement_timeout={statement_ms}",
         }
-        engine = create_engine(url, pool_pre_ping=True, pool_timeout=timeout_seconds, connect_args=connect_args)
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_timeout=timeout_seconds, connect_args=connect_args
+        )
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_timeout=timeout_seconds)
     return engine

@@ -249,17 +249,6 @@ class JobsRepo:
         with self.sessions() as session, session.begin():
             session.execute(delete(Job).where(Job.id == job_id))
 
-    def fail_unpublished(self, job_id: str, detail: str) -> None:
-        """A job whose message never reached the broker."""
-        now = utcnow()
-        error = {"type": "broker-unavailable", "title": "Broker unavailable", "detail": detail}
-        with self.sessions() as session, session.begin():
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == QUEUED)
-                .values(state=FAILED, error=error, error_type=error["type"], finished_at=now, updated_at=now)
-            )
-
     # ---- cancel -------------------------------------------------------------------------------------
     def request_cancel(self, job_id: str, visible_to: str | None = None) -> Job | None:
         """A queued job is cancelled at once; a running one gets its cancel flag (the worker stops). None when

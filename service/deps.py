@@ -58,7 +58,9 @@ async def authenticate(
 async def require_admin(caller: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """The caller, who must hold an admin key (or be keyless: no key exists); else 403."""
     if not caller.admin:
-        raise Problem(403, "forbidden", "Forbidden", "this needs an admin API key (gscore keys create --admin)")
+        raise Problem(
+            403, "forbidden", "Forbidden", "this needs an admin API key (gscore keys create --admin)"
+        )
     return caller
 
 

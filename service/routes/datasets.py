@@ -63,7 +63,9 @@ def _default_name(filename: str | None) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-_")[:64] or "dataset"
 
 
-def _store_dataset(ctx: ServiceContext, form: UploadedForm, caller: Principal) -> tuple[UploadedDataset, bool]:
+def _store_dataset(
+    ctx: ServiceContext, form: UploadedForm, caller: Principal
+) -> tuple[UploadedDataset, bool]:
     from gscore.datasets import BUILTIN_DATASET_NAMES, read_npz_probe_set
 
     if "file" not in form.files:
