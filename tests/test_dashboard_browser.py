@@ -124,7 +124,8 @@ def collection(stack: Stack, digits_checkpoint: Path, browser: Any) -> Collectio
                 "dataset": "digits",
                 "measures": ["c3", "c4"],
                 "samples_per_class": 10,
-                "seed": index,
+                # distinct jobs on one probe (a collection refuses a second probe, e.g. another seed)
+                "params": {"c3": {"k": 5 + index}},
             }
             response = submit_job(
                 client,
@@ -284,11 +285,13 @@ def test_job_page_shows_the_result(
 
 def test_failed_job_page_shows_its_error(page: tuple[Any, Watch], stack: Stack, tmp_path: Path) -> None:
     """A checkpoint whose weights do not fit its architecture fails in the worker; the page shows why."""
-    from gscore.checkpoints import save_safetensors
+    import torch
+
     from models import build_model
 
-    wrong = tmp_path / "wider.safetensors"
-    save_safetensors(build_model({**DIGITS_ARCH, "width": 4}), wrong)
+    # a torch.save file (a safetensors header would be refused at submission): the worker fails it
+    wrong = tmp_path / "wider.pt"
+    torch.save(build_model({**DIGITS_ARCH, "width": 4}).state_dict(), wrong)
     with stack.client() as client:
         response = submit_job(client, wrong, {"arch": DIGITS_ARCH, "dataset": "digits", "measures": ["c3"]})
         assert response.status_code == 202, response.text
@@ -310,8 +313,8 @@ def test_api_docs_render_offline(page: tuple[Any, Watch], stack: Stack) -> None:
     browser_page.goto(f"{stack.url}/docs")
     browser_page.locator(".opblock").first.wait_for()
     assert browser_page.locator(".opblock").count() == operations
-    assert "Submit a checkpoint for scoring" in browser_page.inner_text("body")
+    assert "Submit a checkpoint (or an .onnx model) for scoring" in browser_page.inner_text("body")
     browser_page.goto(f"{stack.url}/redoc")
-    browser_page.locator("h2", has_text="Submit a checkpoint for scoring").first.wait_for()
+    browser_page.locator("h2", has_text="Submit a checkpoint (or an .onnx model) for scoring").first.wait_for()
     assert browser_page.locator("h2", has_text="A job's state and result").count() == 1
     watch.assert_clean()

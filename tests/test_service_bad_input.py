@@ -29,23 +29,31 @@ def client(embedded_stack: Stack) -> httpx.Client:
         assert client.get("/healthz").status_code == 200  # still serving
 
 
-def test_zipped_pickles_are_refused_by_the_worker(client: httpx.Client, tmp_path: Path) -> None:
+def test_zipped_pickles_are_refused_at_submission(client: httpx.Client, tmp_path: Path) -> None:
     import torch
 
     zipped = tmp_path / "evil.pt"
     torch.save({"weight": Exploit()}, zipped)
     assert zipfile.is_zipfile(zipped)
-    job = submit_job(client, zipped, SPEC).json()
-    failed = wait_for_job(client, job["id"], FINAL)
-    assert failed["state"] == "failed" and failed["error"]["type"] == "invalid-checkpoint", failed
+    # the pickle's globals are scanned (never unpickled) when the upload arrives
+    assert_problem(submit_job(client, zipped, SPEC), 422, "invalid-checkpoint")
     assert not MARKER.exists()
 
 
-def test_architecture_checkpoint_mismatch_fails_the_job(
-    client: httpx.Client, digits_checkpoint: Path
+def test_architecture_checkpoint_mismatch(
+    client: httpx.Client, digits_checkpoint: Path, tmp_path: Path
 ) -> None:
+    import torch
+    from safetensors.torch import load_file
+
     spec = {**SPEC, "arch": {**DIGITS_ARCH, "width": 16}}
-    job = submit_job(client, digits_checkpoint, spec).json()
+    # safetensors: the header's keys and shapes are checked at submission
+    refused = assert_problem(submit_job(client, digits_checkpoint, spec), 422, "checkpoint-mismatch")
+    assert refused["detail"]
+    # a torch.save zip cannot be read without unpickling: the worker finds the mismatch and fails the job
+    pt = tmp_path / "digits.pt"
+    torch.save(load_file(str(digits_checkpoint)), pt)
+    job = submit_job(client, pt, spec).json()
     failed = wait_for_job(client, job["id"], FINAL)
     assert failed["state"] == "failed" and failed["error"]["type"] == "checkpoint-mismatch", failed
     assert failed["error"]["detail"]

@@ -84,8 +84,15 @@ def test_listing_pages_with_an_opaque_cursor(embedded_stack: Stack, digits_check
     collection = f"paged-{uuid.uuid4().hex[:6]}"
     with embedded_stack.client() as client:
         ids = [
-            submit_job(client, digits_checkpoint, {**SPEC, "seed": seed}, collection=collection).json()["id"]
-            for seed in (1, 2, 3)
+            # three distinct jobs on one probe (a collection refuses a second probe: other seeds would be 409s)
+            submit_job(
+                client,
+                digits_checkpoint,
+                {**SPEC, "params": {"c3": {"k": k}}},
+                collection=collection,
+                model_name=f"k{k}",
+            ).json()["id"]
+            for k in (10, 20, 30)
         ]
         first = client.get("/v1/jobs", params={"collection": collection, "limit": 2}).json()
         assert [j["id"] for j in first["jobs"]] == ids[::-1][:2] and first["next_cursor"]
