@@ -315,6 +315,8 @@ def test_api_docs_render_offline(page: tuple[Any, Watch], stack: Stack) -> None:
     assert browser_page.locator(".opblock").count() == operations
     assert "Submit a checkpoint (or an .onnx model) for scoring" in browser_page.inner_text("body")
     browser_page.goto(f"{stack.url}/redoc")
-    browser_page.locator("h2", has_text="Submit a checkpoint (or an .onnx model) for scoring").first.wait_for()
+    browser_page.locator(
+        "h2", has_text="Submit a checkpoint (or an .onnx model) for scoring"
+    ).first.wait_for()
     assert browser_page.locator("h2", has_text="A job's state and result").count() == 1
     watch.assert_clean()
