@@ -148,6 +148,20 @@ def balanced_subset(probe: ProbeSet, samples_per_class: int, seed: int = 0) -> P
 # .npz files
 
 
+def has_split(name: str, split: str) -> bool:
+    """Whether dataset ``name`` (a built-in name or an ``.npz`` path) has ``split``, without reading it:
+    built-in datasets have both splits; an ``.npz`` has the test split when it holds ``x_test`` and
+    ``y_test``. An unreadable file counts as having it (reading it reports the problem)."""
+    _check_split(split)
+    if name.strip().lower() in BUILTIN_DATASET_NAMES or split == "train":
+        return True
+    try:
+        with np.load(Path(name), allow_pickle=False) as archive:
+            return {"x_test", "y_test"} <= set(archive.files)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return True
+
+
 def read_npz_probe_set(path: Path, split: str = "train", name: str | None = None) -> ProbeSet:
     """Read a probe set from an ``.npz`` file (``numpy.load(allow_pickle=False)``: never unpickles).
 

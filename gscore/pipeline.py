@@ -311,7 +311,17 @@ def evaluate(
     """Score a loaded ``model`` (eval mode, on ``device``, normalization prepended) on ``probe`` (one of
     ``splits``, subset): every measure of ``measures`` with its resolved ``params``. ``splits`` holds the
     whole splits already loaded; others are read from ``dataset`` when a measure asks for them (``None``:
-    in-memory data, and a measure needing another split reports why it could not run)."""
+    in-memory data, and a measure needing another split reports why it could not run). A measure whose
+    ``split`` parameter names a split the data does not have (the held-out default of the
+    intrinsic-dimension measures on an ``.npz`` without ``x_test``) runs on ``probe.split``, with a note."""
+    notes = list(notes)
+    for name in measures:
+        wanted = params[name].get("split") if MEASURES[name].rules.get("split") == "split" else None
+        if wanted is None or wanted in splits:
+            continue
+        if dataset is None or not datasets.has_split(dataset, wanted):
+            params[name] = {**params[name], "split": probe.split}
+            notes.append(f"{name}: the data has no {wanted} split; computed on the {probe.split} split")
     ctx = MeasureContext(
         model=model,
         device=device,

@@ -103,3 +103,25 @@ def test_bad_parameters_are_request_errors(checkpoint):
                     checkpoint=checkpoint, arch=CNN, dataset="digits", measures=["llid"], params={"llid": bad}
                 )
             )
+
+
+def test_without_a_test_split_the_id_measures_use_the_jobs_split(checkpoint, tmp_path):
+    import numpy as np
+
+    train = load_probe_set("digits", "train")
+    npz = tmp_path / "train-only.npz"
+    np.savez(npz, x=train.x.numpy(), y=train.y.numpy())
+    result = score(
+        ScoreRequest(
+            checkpoint=checkpoint,
+            arch=CNN,
+            dataset=str(npz),
+            measures=["c3", "llid"],
+            params={"llid": {"resamples": 2}},
+            samples_per_class=30,
+            device="cpu",
+        )
+    )
+    assert result["status"]["llid"]["status"] == "ok"
+    assert result["meta"]["parameters"]["llid"]["split"] == "train"
+    assert any("no test split" in note for note in result["meta"]["notes"])
