@@ -50,6 +50,30 @@ def add_ranking_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="same as --format json")
 
 
+def ranking_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The ranking keyword arguments (target, measures, protocol, intervals) both verbs pass on."""
+    measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
+    return {
+        "target": args.target,
+        "measures": measures,
+        "min_train_accuracy": args.min_train_accuracy,
+        "level": args.level,
+        "n_resamples": args.resamples,
+        "seed": args.seed,
+    }
+
+
+def add_model_source_arguments(parser: argparse.ArgumentParser, checkpoint_help: str) -> None:
+    """``checkpoint`` (optional), ``--arch`` and ``--model FILE.onnx``: what ``score`` and ``submit`` score."""
+    parser.add_argument("checkpoint", nargs="?", help=checkpoint_help)
+    parser.add_argument("--arch", help="architecture spec: JSON text or a path to a JSON file")
+    parser.add_argument(
+        "--model",
+        metavar="FILE.onnx",
+        help='an ONNX model (architecture and weights) instead of checkpoint + --arch; arch {"family": "onnx"}',
+    )
+
+
 def output_format(args: argparse.Namespace) -> str:
     return "json" if args.json else args.format
 

@@ -205,20 +205,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from gscore.cli_ranking import output_format, render
+    from gscore.cli_ranking import output_format, ranking_arguments, render
     from gscore.ranking import load_rank_file, rank_collection
 
     records = load_rank_file(args.file)
-    measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
-    result = rank_collection(
-        records,
-        target=args.target,
-        measures=measures,
-        min_train_accuracy=args.min_train_accuracy,
-        level=args.level,
-        n_resamples=args.resamples,
-        seed=args.seed,
-    )
+    result = rank_collection(records, **ranking_arguments(args))
     if not result["measures"]:
         print(
             f"gscore rank: no model in {args.file} has scores (a 'scores' object per model)", file=sys.stderr
@@ -235,16 +226,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from gscore.cli_ranking import add_ranking_options
+    from gscore.cli_ranking import add_model_source_arguments, add_ranking_options
 
     p = sub.add_parser("score", help="score one checkpoint locally (c1-c4, sharpness)")
-    p.add_argument("checkpoint", nargs="?", help=".safetensors or PyTorch state_dict file (with --arch)")
-    p.add_argument("--arch", help="architecture spec: JSON text or a path to a JSON file")
-    p.add_argument(
-        "--model",
-        metavar="FILE.onnx",
-        help='an ONNX model (architecture and weights) instead of checkpoint + --arch; arch {"family": "onnx"}',
-    )
+    add_model_source_arguments(p, ".safetensors or PyTorch state_dict file (with --arch)")
     p.add_argument(
         "--dataset", required=True, help="digits, cifar10, cifar100, cifar100-coarse, or an .npz path"
     )

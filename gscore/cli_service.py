@@ -263,19 +263,10 @@ def _collection(args: argparse.Namespace) -> int:
 
 
 def _ranking(args: argparse.Namespace) -> int:
-    from gscore.cli_ranking import output_format, render
+    from gscore.cli_ranking import output_format, ranking_arguments, render
 
-    measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
     with _client(args) as client:
-        ranking = client.ranking(
-            args.name,
-            target=args.target,
-            measures=measures,
-            min_train_accuracy=args.min_train_accuracy,
-            level=args.level,
-            n_resamples=args.resamples,
-            seed=args.seed,
-        )
+        ranking = client.ranking(args.name, **ranking_arguments(args))
         if args.plot:
             out_dir = Path(args.plot)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -372,6 +363,8 @@ def _add_url_option(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from gscore.cli_ranking import add_model_source_arguments
+
     p = subparsers.add_parser("up", help="run the API and one worker (embedded defaults); Ctrl-C stops both")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -401,13 +394,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_worker)
 
     p = subparsers.add_parser("submit", help="upload a checkpoint or an .onnx model for scoring")
-    p.add_argument("checkpoint", nargs="?", help="a state_dict checkpoint (with --arch); or use --model")
-    p.add_argument("--arch", help="architecture spec: JSON text or a path to a JSON file")
-    p.add_argument(
-        "--model",
-        metavar="FILE.onnx",
-        help='an ONNX model (architecture and weights) instead of checkpoint + --arch; arch {"family": "onnx"}',
-    )
+    add_model_source_arguments(p, "a state_dict checkpoint (with --arch); or use --model")
     p.add_argument(
         "--replace",
         action="store_true",

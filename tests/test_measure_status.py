@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import gscore.measure_inputs as measure_inputs
-from gscore.checkpoints import save_safetensors
 from gscore.datasets import load_probe_set
 from gscore.errors import MeasureError
 from gscore.measure_registry import MEASURES
@@ -21,11 +20,9 @@ CNN = {"family": "cnn", "in_channels": 1, "width": 8, "depth": 2, "num_classes":
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "cnn.safetensors"
-    save_safetensors(build_model(CNN), path)
-    return path
+def checkpoint(digits_checkpoint: Path) -> Path:
+    """The shared tiny digits CNN (tests/conftest.py; the same arch as ``CNN``)."""
+    return digits_checkpoint
 
 
 def request(checkpoint: Path, measures: list[str], **kw) -> ScoreRequest:

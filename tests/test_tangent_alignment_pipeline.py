@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import gscore.tangent_alignment as tangent
-from gscore.checkpoints import save_safetensors
 from gscore.datasets import balanced_subset, load_probe_set
 from gscore.pipeline import ScoreRequest, score
 from models import build_model
@@ -18,11 +17,9 @@ NTK = ["ntk_alignment", "ntk_layer_alignment", "ntk_effective_rank"]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "cnn.safetensors"
-    save_safetensors(build_model(CNN), path)
-    return path
+def checkpoint(digits_checkpoint: Path) -> Path:
+    """The shared tiny digits CNN (tests/conftest.py; the same arch as ``CNN``)."""
+    return digits_checkpoint
 
 
 def test_values_equal_the_plain_function_and_the_kernel_is_shared(checkpoint, monkeypatch):
