@@ -163,3 +163,30 @@ def test_catalog_health_and_metrics(embedded_stack: Stack, digits_checkpoint: Pa
         assert {"load", "extract", "measures", "total"} <= set(stage_counts)
         assert stage_counts["total"] >= 1 and stage_counts["extract"] >= 1
         assert client.get("/docs").status_code == 200
+
+
+def test_a_measure_that_cannot_be_computed_leaves_the_others(
+    embedded_stack: Stack, digits_checkpoint: Path
+) -> None:
+    """An untrained 5-class model cannot lose 50% accuracy: its sharpness is undefined, yet the job succeeds
+    with c3/c4 ok, the degenerate c1 undefined, each with its reason, and the measured probe accuracy."""
+    spec = {
+        **SPEC,
+        "measures": ["c1", "c3", "c4", "random_sharpness"],
+        "params": {"random_sharpness": {"samples": 50, "steps": 2, "draws": 2, "target_drop": 0.5}},
+    }
+    with embedded_stack.client() as client:
+        response = submit_job(client, digits_checkpoint, spec)
+        assert response.status_code == 202, response.text
+        done = wait_for_job(client, response.json()["id"], FINAL)
+    assert done["state"] == "succeeded", done
+    result = done["result"]
+    status = result["status"]
+    assert status["c3"]["status"] == status["c4"]["status"] == "ok"
+    assert isinstance(result["scores"]["c3"], float) and isinstance(result["scores"]["c4"], float)
+    assert (
+        status["random_sharpness"]["status"] == "undefined" and result["scores"]["random_sharpness"] is None
+    )
+    assert "below the target drop" in status["random_sharpness"]["reason"]
+    assert status["c1"]["status"] == "undefined" and "0 by construction" in status["c1"]["reason"]
+    assert 0.0 <= result["meta"]["probe_accuracy"] <= 1.0 and result["meta"]["split"] == "train"
