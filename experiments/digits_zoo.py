@@ -35,6 +35,22 @@ import torch
 LR_WD = [(0.01, 0.0), (0.32, 0.0), (0.1, 0.0), (0.1, 5e-4)]
 DROPOUT_AUG = [(0.0, True), (0.0, False), (0.2, False), (0.4, False)]
 WIDTH_DEPTH = [(16, 2), (24, 2), (16, 3)]
+DEFAULT_MEASURES = [
+    "c1",
+    "c2",
+    "c3",
+    "c4",
+    "random_sharpness",
+    "worst_sharpness",
+    "random_sharpness_kernels",
+    "worst_sharpness_kernels",
+    "llid",
+    "pid",
+    "id_ratio",
+    "ntk_alignment",
+    "ntk_layer_alignment",
+    "ntk_effective_rank",
+]
 
 
 @dataclass(frozen=True)
@@ -178,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="the full 192-model grid (slow on a CPU)")
     parser.add_argument(
         "--measures",
-        default="c1,c2,c3,c4,random_sharpness,worst_sharpness,random_sharpness_kernels,worst_sharpness_kernels",
-        help="measures each job computes (default: c1-c4 and the four sharpness measures)",
+        default=",".join(DEFAULT_MEASURES),
+        help="measures each job computes (default: c1-c4, the four sharpness measures, the intrinsic "
+        "dimensions and the tangent-kernel measures)",
     )
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument(

@@ -350,6 +350,7 @@ def evaluate(
         "parameters": params,
         "seed": seed,
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "probe_accuracy": round(ctx.probe_accuracy(), 6),
     }
     meta.update(extra_meta or {})

@@ -47,6 +47,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("GSCORE_DEVICE", "device"),
         description="auto, cpu or cuda: where workers run the models.",
     )
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        validation_alias=AliasChoices("GSCORE_TORCH_THREADS", "torch_threads"),
+        description="CPU threads of each worker process's torch ops; default torch's own (one per core). "
+        "Set it when other processes share the cores: oversubscribed threads stall (10x slower seen).",
+    )
     max_upload_bytes: int = Field(
         512 * 1024 * 1024,
         validation_alias=AliasChoices("GSCORE_MAX_UPLOAD_BYTES", "max_upload_bytes"),

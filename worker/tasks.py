@@ -58,7 +58,12 @@ def create_worker_app(settings: Settings) -> Celery:
     @worker_process_init.connect(weak=False)
     def _warm_child(**_: Any) -> None:
         # after the fork: import torch and the engine here, never CUDA in the parent
+        import torch
+
         import gscore.pipeline  # noqa: F401
+
+        if settings.torch_threads is not None:
+            torch.set_num_threads(settings.torch_threads)
 
     @worker_ready.connect(weak=False)
     def _start_reaper(**_: Any) -> None:
