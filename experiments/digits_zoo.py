@@ -35,6 +35,7 @@ import torch
 LR_WD = [(0.01, 0.0), (0.32, 0.0), (0.1, 0.0), (0.1, 5e-4)]
 DROPOUT_AUG = [(0.0, True), (0.0, False), (0.2, False), (0.4, False)]
 WIDTH_DEPTH = [(16, 2), (24, 2), (16, 3)]
+RESULT_KEYS = ("scores", "status", "meta")
 DEFAULT_MEASURES = [
     "c1",
     "c2",
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         job = client.wait(job_id)
         if job["state"] != "succeeded":
             print(f"job {job_id} {job['state']}: {job.get('error')}", file=sys.stderr)
-        record["result"] = job.get("result")  # scores, per-measure status, meta: `gscore rank models.json`
+        # scores, per-measure status and meta beside the record: `gscore rank models.json` reproduces the table
+        record.update({key: value for key, value in (job.get("result") or {}).items() if key in RESULT_KEYS})
     # the paper's protocol: only models that fitted their training data are ranked (min_train_accuracy);
     # the table of every model is printed beside it
     fitted = client.ranking(args.collection, measures=measures, min_train_accuracy=args.min_train_accuracy)

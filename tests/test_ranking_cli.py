@@ -145,8 +145,27 @@ def test_rank_table(models_file: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_rank_reads_the_experiments_models_json(capsys: pytest.CaptureFixture[str]) -> None:
-    """The stored experiment file has no scores: a clear word on stderr, no crash."""
-    assert gscore_main(["rank", str(REPO_ROOT / "experiments/results/digits_zoo_models.json"), "--json"]) == 0
+    """The stored experiment file (records with their job's scores, status and meta) reproduces the
+    service's ranking offline, intervals included."""
+    results = REPO_ROOT / "experiments/results"
+    assert gscore_main(["rank", str(results / "digits_zoo_models.json"), "--json"]) == 0
+    offline = json.loads(capsys.readouterr().out)
+    online = json.loads((results / "digits_zoo_ranking.json").read_text())
+    assert offline["n_models"] == online["n_models"] == 96
+    assert offline["n_left_out"] == online["n_left_out"]
+    for name, row in online["measures"].items():
+        for key in ("tau", "psi", "ci_low", "ci_high"):
+            assert offline["measures"][name][key] == pytest.approx(row[key], abs=1e-12), (name, key)
+
+
+def test_rank_says_when_a_file_has_no_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A models.json without scores: a clear word on stderr, no crash."""
+    stored = json.loads((REPO_ROOT / "experiments/results/digits_zoo_models.json").read_text())
+    bare = tmp_path / "models.json"
+    bare.write_text(
+        json.dumps([{k: v for k, v in r.items() if k not in ("scores", "status", "meta")} for r in stored])
+    )
+    assert gscore_main(["rank", str(bare), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["n_models"] == 96
     assert "has scores" in captured.err
