@@ -190,9 +190,8 @@ def redis_url() -> str:
     client.flushdb()
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, throw-away PostgreSQL database (dropped afterwards); skips when no server answers."""
+def throwaway_postgres_database(prefix: str = "gscore_test") -> Iterator[str]:
+    """Yield the URL of a fresh PostgreSQL database, dropped afterwards; skips when no server answers."""
     import uuid
 
     import psycopg2
@@ -204,13 +203,19 @@ def postgres_url() -> Iterator[str]:
             f"PostgreSQL is not reachable on {POSTGRES_ADMIN['host']}:5432 (.ci/run starts it): {exc}"
         )
     admin.autocommit = True
-    name = f"gscore_test_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with admin.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE {name}")
     yield f"postgresql+psycopg2://{POSTGRES_ADMIN['user']}@{POSTGRES_ADMIN['host']}:5432/{name}"
     with admin.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, throw-away PostgreSQL database (dropped afterwards); skips when no server answers."""
+    yield from throwaway_postgres_database()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import POSTGRES_ADMIN, REPO_ROOT
+from conftest import REPO_ROOT, throwaway_postgres_database
 from sqlalchemy import inspect, select, text
 
 from gscore.settings import Settings
@@ -37,19 +36,8 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'gscore.db'}"
         return
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(connect_timeout=3, **POSTGRES_ADMIN)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable on {POSTGRES_ADMIN['host']}:5432: {exc}")
-    admin.autocommit = True
-    name = f"gscore_mig_{uuid.uuid4().hex[:8]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql+psycopg2://{POSTGRES_ADMIN['user']}@{POSTGRES_ADMIN['host']}:5432/{name}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    pytest.importorskip("psycopg2")
+    yield from throwaway_postgres_database("gscore_mig")
 
 
 def _first_release_database(url: str) -> None:
