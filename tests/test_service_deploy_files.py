@@ -89,3 +89,46 @@ def test_deployment_docs_state_datasets_driver_and_keys() -> None:
     ):
         assert needed.lower() in section.lower(), needed
     assert "580" in (REPO_ROOT / "Dockerfile").read_text()
+
+
+def test_the_installed_package_ships_the_dashboard_and_the_migrations(tmp_path: Path) -> None:
+    """`pip install .` (the Dockerfile's install) must carry the non-Python files the service opens. The
+    wheel is built from a clean copy of the sources (a `build/` folder left by an earlier build would
+    carry the files whatever the package data says)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("gscore", "models", "jobstore", "service", "worker"):
+        shutil.copytree(REPO_ROOT / package, source / package, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            ".",
+        ],
+        cwd=source,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("gscore-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    needed = [
+        path.relative_to(REPO_ROOT).as_posix()
+        for folder in ("service/dashboard", "jobstore/migrations")
+        for path in (REPO_ROOT / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert needed and not [name for name in needed if name not in shipped]
