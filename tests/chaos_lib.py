@@ -130,13 +130,16 @@ class ChaosStack(Stack):
         finally:
             self.env = env
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 2.0) -> None:
+        """SIGTERM, then SIGKILL of each process group after ``grace`` seconds (teardown needs no warm
+        shutdown; the scenarios that test SIGTERM send it themselves and wait for its effect)."""
         processes = [p for p in (*self.workers, self.api) if p is not None and p.poll() is None]
         for process in processes:
             process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
         for process in processes:
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
