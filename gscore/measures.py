@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -757,21 +758,8 @@ def _clustering_outcome(ctx: MeasureContext, params: dict[str, Any], name: str) 
     return MeasureOutcome(float(value), warnings=warnings)
 
 
-def c1_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
-    """c1 of the run's probe set (``ctx.activations()``); see :func:`subclass_selectivity`."""
-    return _clustering_outcome(ctx, params, "c1")
-
-
-def c2_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
-    """c2 of the run's probe set; see :func:`layer_silhouette`."""
-    return _clustering_outcome(ctx, params, "c2")
-
-
-def c3_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
-    """c3 of the run's probe set; see :func:`neuron_variance`."""
-    return _clustering_outcome(ctx, params, "c3")
-
-
-def c4_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
-    """c4 of the run's probe set; see :func:`layer_variance`."""
-    return _clustering_outcome(ctx, params, "c4")
+# The table's functions (``compute(ctx, params)``), one per measure: see the functions above for each.
+c1_measure = partial(_clustering_outcome, name="c1")
+c2_measure = partial(_clustering_outcome, name="c2")
+c3_measure = partial(_clustering_outcome, name="c3")
+c4_measure = partial(_clustering_outcome, name="c4")

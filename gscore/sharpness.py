@@ -51,6 +51,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -805,21 +806,8 @@ def _sharpness_outcome(ctx: MeasureContext, params: dict[str, Any], name: str) -
     return MeasureOutcome(float(result.value), meta=meta, warnings=warnings)
 
 
-def random_sharpness_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
-    """1/sigma' on the run's training sample; see :func:`random_sharpness`."""
-    return _sharpness_outcome(ctx, params, "random_sharpness")
-
-
-def worst_sharpness_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
-    """1/alpha' on the run's training sample; see :func:`worst_sharpness`."""
-    return _sharpness_outcome(ctx, params, "worst_sharpness")
-
-
-def random_sharpness_kernels_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
-    """1/sigma'' on the run's training sample; see :func:`random_sharpness_kernels`."""
-    return _sharpness_outcome(ctx, params, "random_sharpness_kernels")
-
-
-def worst_sharpness_kernels_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
-    """1/alpha'' on the run's training sample; see :func:`worst_sharpness_kernels`."""
-    return _sharpness_outcome(ctx, params, "worst_sharpness_kernels")
+# The table's functions (``compute(ctx, params)``), one per measure: see the functions above for each.
+random_sharpness_measure = partial(_sharpness_outcome, name="random_sharpness")
+worst_sharpness_measure = partial(_sharpness_outcome, name="worst_sharpness")
+random_sharpness_kernels_measure = partial(_sharpness_outcome, name="random_sharpness_kernels")
+worst_sharpness_kernels_measure = partial(_sharpness_outcome, name="worst_sharpness_kernels")
