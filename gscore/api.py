@@ -29,6 +29,7 @@ from gscore.pipeline import (
     CancelCheck,
     ProgressCallback,
     ScoreRequest,
+    check_logits,
     evaluate,
     measure_parameters,
     resolve_measures,
@@ -99,24 +100,6 @@ def _as_probe_set(data: Data, split: str, data_dir: Path, what: str) -> tuple[Pr
         f"{what} must be a dataset name or .npz path, a ProbeSet, or a tuple (x, y) / (x, y, sub) of tensors; "
         f"got {type(data).__name__}"
     )
-
-
-def _check_logits(model: nn.Module, probe: ProbeSet, device: torch.device) -> None:
-    """The model must take the probe's images and return [B, >= classes] logits; else a SpecError."""
-    try:
-        with torch.inference_mode():
-            logits = model(next(probe.batches(2)).to(device))
-    except (RuntimeError, ValueError, IndexError) as exc:
-        raise SpecError(
-            f"the model cannot run on images of shape {list(probe.x.shape[1:])}: {str(exc).splitlines()[0]}",
-            field="model",
-        ) from None
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] < probe.num_classes:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise SpecError(
-            f"the model must return logits [B, >= {probe.num_classes}] (one per class), got {got}",
-            field="model",
-        )
 
 
 def score(
@@ -204,7 +187,7 @@ def score(
     if prefix is not None:
         scored = nn.Sequential(prefix, scored)
     scored = scored.to(resolved_device).eval()
-    _check_logits(scored, probe, resolved_device)
+    check_logits(scored, probe, resolved_device, field="model")
     torch.manual_seed(seed)
     outcome = evaluate(
         scored,

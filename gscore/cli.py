@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gscore.errors import GScoreError
+from gscore.errors import GScoreError, title_and_detail
 
 # Modules that add verbs; each has register(subparsers) and sets `func` (args -> exit code).
 _VERB_MODULES = (
@@ -59,9 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _reader_went_away()
     except GScoreError as exc:
-        # details that already say what their title says ("checkpoint does not match the architecture: ...")
-        redundant = exc.detail.lower().startswith(exc.title.lower())
-        print(f"gscore: error: {exc.detail if redundant else f'{exc.title}: {exc.detail}'}", file=sys.stderr)
+        print(f"gscore: error: {title_and_detail(exc.title, exc.detail)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gscore: interrupted", file=sys.stderr)

@@ -11,6 +11,7 @@ import sys
 from gscore.errors import ApiKeyError
 
 CREATE_KEY_HINT = "gscore keys create --name NAME --admin"
+_KEY_COLUMNS = ("id", "name", "admin", "created_at", "revoked_at")
 
 
 def is_loopback(host: str) -> bool:
@@ -29,13 +30,7 @@ def check_bind_allowed(host: str) -> None:
     cancel every team's jobs). Migrates the database first (its ``api_keys`` table is read)."""
     if is_loopback(host):
         return
-    from gscore.settings import get_settings
-    from jobstore.db import make_session_factory, prepare_database
-    from jobstore.keys import ApiKeys
-
-    settings = get_settings()
-    prepare_database(settings)
-    if not ApiKeys(make_session_factory(settings.resolved_database_url, migrate=False)).any_active():
+    if not _keys().any_active():
         raise ApiKeyError(
             f"refusing to listen on {host}: no API key exists, so anyone who reaches the port could read, "
             f"rank and cancel every job. Create one first with `{CREATE_KEY_HINT}` (same DATABASE_URL / "
@@ -44,6 +39,7 @@ def check_bind_allowed(host: str) -> None:
 
 
 def _keys():
+    """The key store of the service's database (``DATABASE_URL``), migrated first."""
     from gscore.settings import get_settings
     from jobstore.db import make_session_factory, prepare_database
     from jobstore.keys import ApiKeys
@@ -83,14 +79,9 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print("\t".join(["id", "name", "admin", "created_at", "revoked_at"]))
+    print("\t".join(_KEY_COLUMNS))
     for row in rows:
-        print(
-            "\t".join(
-                str(row[c] if row[c] is not None else "-")
-                for c in ("id", "name", "admin", "created_at", "revoked_at")
-            )
-        )
+        print("\t".join(str(row[c] if row[c] is not None else "-") for c in _KEY_COLUMNS))
     return 0
 
 

@@ -63,17 +63,6 @@ def ranking_arguments(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def add_model_source_arguments(parser: argparse.ArgumentParser, checkpoint_help: str) -> None:
-    """``checkpoint`` (optional), ``--arch`` and ``--model FILE.onnx``: what ``score`` and ``submit`` score."""
-    parser.add_argument("checkpoint", nargs="?", help=checkpoint_help)
-    parser.add_argument("--arch", help="architecture spec: JSON text or a path to a JSON file")
-    parser.add_argument(
-        "--model",
-        metavar="FILE.onnx",
-        help='an ONNX model (architecture and weights) instead of checkpoint + --arch; arch {"family": "onnx"}',
-    )
-
-
 def output_format(args: argparse.Namespace) -> str:
     return "json" if args.json else args.format
 

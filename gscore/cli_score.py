@@ -136,6 +136,18 @@ def dump_activations(outcome: Any, path: Path) -> None:
         raise GScoreError(f"could not write the activations to {path}: {exc.strerror or exc}") from None
 
 
+def add_model_source_arguments(parser: argparse.ArgumentParser, checkpoint_help: str) -> None:
+    """``checkpoint`` (optional), ``--arch`` and ``--model FILE.onnx``: what ``score`` and ``submit`` score
+    (``model_source`` turns them into a ScoreRequest's checkpoint and arch)."""
+    parser.add_argument("checkpoint", nargs="?", help=checkpoint_help)
+    parser.add_argument("--arch", help="architecture spec: JSON text or a path to a JSON file")
+    parser.add_argument(
+        "--model",
+        metavar="FILE.onnx",
+        help='an ONNX model (architecture and weights) instead of checkpoint + --arch; arch {"family": "onnx"}',
+    )
+
+
 def model_source(checkpoint: str | None, arch: str | None, model: str | None) -> dict[str, Any]:
     """``{"checkpoint": Path, "arch": spec}`` for a ScoreRequest: a checkpoint with ``--arch``, or an
     ONNX file with ``--model`` (arch ``{"family": "onnx"}``; an ``--arch`` given with it may only set
@@ -218,7 +230,12 @@ def cmd_rank(args: argparse.Namespace) -> int:
         from gscore.plots import write_plots
 
         paths = write_plots(
-            records, list(result["measures"]), Path(args.plot), target=args.target, color_by=args.color_by
+            records,
+            list(result["measures"]),
+            Path(args.plot),
+            target=args.target,
+            color_by=args.color_by,
+            ranking=result,
         )
         print(f"wrote {len(paths)} plot(s) to {args.plot}", file=sys.stderr)
     sys.stdout.write(render(result, output_format(args), args.top))
@@ -226,7 +243,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from gscore.cli_ranking import add_model_source_arguments, add_ranking_options
+    from gscore.cli_ranking import add_ranking_options
 
     p = sub.add_parser("score", help="score one checkpoint locally (c1-c4, sharpness)")
     add_model_source_arguments(p, ".safetensors or PyTorch state_dict file (with --arch)")

@@ -167,7 +167,7 @@ def _print_job(job: dict[str, Any], as_json: bool) -> int:
             for name, value in job["result"]["scores"].items():
                 print(f"  {name:28s} {value}")
         if job.get("error"):
-            from gscore.client import title_and_detail
+            from gscore.errors import title_and_detail
 
             print(f"  {title_and_detail(job['error']['title'], job['error']['detail'])}", file=sys.stderr)
     return 0 if job["state"] in ("queued", "running", "succeeded") else 1
@@ -363,7 +363,8 @@ def _add_url_option(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from gscore.cli_ranking import add_model_source_arguments
+    from gscore.cli_ranking import add_ranking_options
+    from gscore.cli_score import add_model_source_arguments
 
     p = subparsers.add_parser("up", help="run the API and one worker (embedded defaults); Ctrl-C stops both")
     p.add_argument("--host", default="127.0.0.1")
@@ -450,8 +451,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true")
     _add_url_option(q)
     q.set_defaults(func=_client_errors(_datasets_upload))
-
-    from gscore.cli_ranking import add_ranking_options
 
     p = subparsers.add_parser(
         "ranking", help="a collection's Kendall table (rows measures, columns hyperparameters and total)"

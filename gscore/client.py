@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
+from gscore.errors import title_and_detail
 from gscore.result_frames import CollectionResult, RankingResult
 
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
@@ -27,13 +28,6 @@ API_KEY_ENV = "GSCORE_API_KEY"
 def _segment(value: str) -> str:
     """``value`` as one URL path segment (a collection may be named ``sweep #1`` or ``50%``)."""
     return quote(value, safe="")
-
-
-def title_and_detail(title: str, detail: str) -> str:
-    """``"Title: detail"``, or the detail alone when it already starts with what the title says."""
-    if not detail:
-        return title
-    return detail if detail.lower().startswith(title.lower()) else f"{title}: {detail}"
 
 
 class ServiceError(Exception):

@@ -9,6 +9,13 @@ turns them into RFC 9457 problem documents (``type`` is the slug).
 from __future__ import annotations
 
 
+def title_and_detail(title: str, detail: str) -> str:
+    """``"Title: detail"``, or the detail alone when it already starts with what the title says."""
+    if not detail:
+        return title
+    return detail if detail.lower().startswith(title.lower()) else f"{title}: {detail}"
+
+
 class GScoreError(Exception):
     """Base of all user-facing errors."""
 

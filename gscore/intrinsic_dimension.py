@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from gscore.errors import MeasureError
+from gscore.measure_table import MeasureOutcome, MeasureUndefined
 
 __all__ = [
     "IntrinsicDimension",
@@ -456,8 +457,6 @@ def _common_meta(params: dict[str, Any], activations: Any) -> dict[str, Any]:
 
 
 def _llid(ctx: Any, params: dict[str, Any]) -> tuple[str, IntrinsicDimension, Any]:
-    from gscore.measure_table import MeasureUndefined
-
     activations = _representations(ctx, params)
     if activations.last_linear_input is None:
         raise MeasureUndefined(
@@ -486,16 +485,12 @@ def llid_measure(ctx: Any, params: dict[str, Any]) -> Any:
     MeasureOutcome
         ``value`` = mean ID, ``meta`` with its std, the estimates and the representation's name.
     """
-    from gscore.measure_table import MeasureOutcome
-
     name, estimate, activations = _llid(ctx, params)
     meta = _common_meta(params, activations) | {"representation": name} | estimate.to_meta()
     return MeasureOutcome(value=estimate.mean, meta=meta, warnings=_warnings_of(name, estimate))
 
 
 def _pid(ctx: Any, params: dict[str, Any]) -> tuple[str, float, dict[str, Any], list[str], Any]:
-    from gscore.measure_table import MeasureUndefined
-
     activations = _representations(ctx, params)
     stages: list[tuple[str, torch.Tensor]] = list(activations.stage_outputs)
     warnings: list[str] = []
@@ -540,16 +535,12 @@ def pid_measure(ctx: Any, params: dict[str, Any]) -> Any:
     Parameters and context as :func:`llid_measure`. ``meta["stages"]`` holds every stage's ID (a stage
     with fewer than 3 distinct points has ``id`` None and a reason), ``meta["peak_stage"]`` the argmax.
     """
-    from gscore.measure_table import MeasureOutcome
-
     _name, value, meta, warnings, _activations = _pid(ctx, params)
     return MeasureOutcome(value=value, meta=meta, warnings=warnings)
 
 
 def id_ratio_measure(ctx: Any, params: dict[str, Any]) -> Any:
     """``id_ratio``: PID / LLID (orientation +1); parameters and context as :func:`llid_measure`."""
-    from gscore.measure_table import MeasureOutcome, MeasureUndefined
-
     llid_name, llid, _activations = _llid(ctx, params)
     peak_name, pid, meta, warnings, _ = _pid(ctx, params)
     if not llid.mean > 0:

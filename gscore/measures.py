@@ -720,6 +720,13 @@ def _topk_warning(k: int, available: int, unit: str) -> list[str]:
     return [f"k = {k} >= the {available} {unit}s: top-k is the plain mean over all of them"]
 
 
+def _two_subclasses_each(y: Tensor, sub: Tensor) -> bool:
+    """Whether every superclass of ``y`` has exactly two subclasses in ``sub``."""
+    _, sup_of = torch.unique(y, return_inverse=True)
+    pairs = torch.unique(torch.stack([sup_of, sub]), dim=1)[0]
+    return bool((torch.bincount(pairs) == 2).all())
+
+
 def _clustering_outcome(ctx: MeasureContext, params: dict[str, Any], name: str) -> MeasureOutcome:
     activations = ctx.activations()
     probe = ctx.probe
@@ -735,10 +742,7 @@ def _clustering_outcome(ctx: MeasureContext, params: dict[str, Any], name: str) 
         warnings += _topk_warning(k, layers, "layer")
     if name in ("c1", "c2"):
         warnings += _group_size_warnings(sub, "subclass")
-        _, sup_of = torch.unique(y, return_inverse=True)
-        pairs = torch.unique(torch.stack([sup_of, sub]), dim=1)[0]
-        subs_per_sup = torch.bincount(pairs)
-        if name == "c1" and k >= neurons and bool((subs_per_sup == 2).all()):
+        if name == "c1" and k >= neurons and _two_subclasses_each(y, sub):
             raise MeasureUndefined(
                 f"c1 is 0 by construction here: every superclass has two subclasses and k = {k} >= the "
                 f"{neurons} neurons, so the two subclasses' selectivities are exact opposites and their "

@@ -33,19 +33,22 @@ from gscore.checkpoints import LoadReport
 from gscore.devices import resolve_device
 from gscore.errors import DatasetError, GScoreError, JobCancelled, MeasureError, SpecError
 from gscore.extraction import Activations
-from gscore.measure_inputs import MeasureContext, ProbeKey
+from gscore.measure_inputs import CancelCheck, MeasureContext, ProbeKey, ProgressCallback
 from gscore.measure_registry import DEFAULT_MEASURES, MEASURES
-from gscore.measure_table import FAILED, OK, UNDEFINED, MeasureResult, MeasureUndefined, check_parameter
+from gscore.measure_table import (
+    FAILED,
+    OK,
+    SPLITS,
+    UNDEFINED,
+    MeasureResult,
+    MeasureUndefined,
+    check_parameter,
+)
 from gscore.model_loading import load_scored_model
 from gscore.settings import get_settings
 from models import ArchSpec, input_normalization, parse_arch_spec
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
-CancelCheck = Callable[[], bool]
-
-SPLITS = ("train", "test")
 
 
 @dataclass
@@ -205,14 +208,30 @@ def check_model_fits(
     spec = parse_arch_spec(arch)
     shape = list(probe.x.shape[1:])
     where = f"dataset {probe.name!r} has images of shape {shape} ([C, H, W])"
+    hint = "; check the arch spec and the dataset the checkpoint was trained on"
     channels = getattr(spec, "in_channels", None)
     if channels is not None and channels != shape[0]:
         field_name = "arch.in_channels" if "in_channels" in type(spec).model_fields else "arch"
         raise SpecError(
-            f"the model takes {channels} input channel(s) but {where}; "
-            "check the arch spec and the dataset the checkpoint was trained on",
+            f"the model takes {channels} input channel(s) but {where}{hint}",
             field=field_name,
         )
+    check_logits(model, probe, device, field="arch", classes_field="arch.num_classes", hint=hint)
+
+
+def check_logits(
+    model: nn.Module,
+    probe: datasets.ProbeSet,
+    device: torch.device,
+    *,
+    field: str,
+    classes_field: str | None = None,
+    hint: str = "",
+) -> None:
+    """One forward pass on the first probe samples: the model must take the probe's images and return
+    logits [B, >= probe.num_classes]; else a SpecError on ``field`` (``classes_field``, named in the
+    message, when only the number of outputs is wrong), the forward-pass message ending in ``hint``."""
+    shape = list(probe.x.shape[1:])
     try:
         with torch.inference_mode():
             logits = model(next(probe.batches(2)).to(device))
@@ -221,19 +240,20 @@ def check_model_fits(
     except (RuntimeError, ValueError, IndexError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(
-            f"the model cannot run on these inputs: {where} ({reason}); "
-            "check the arch spec and the dataset the checkpoint was trained on",
-            field="arch",
+            f"the model cannot run on images of shape {shape} ([C, H, W]) of dataset {probe.name!r} "
+            f"({reason}){hint}",
+            field=field,
         ) from None
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise SpecError(f"the model must return logits [B, num_classes], got {got}", field="arch")
+        raise SpecError(f"the model must return logits [B, num_classes], got {got}", field=field)
     if logits.shape[1] < probe.num_classes:
+        named = f" ({classes_field})" if classes_field else ""
         raise SpecError(
-            f"the model has {logits.shape[1]} outputs (arch.num_classes) but dataset {probe.name!r} has "
+            f"the model has {logits.shape[1]} outputs{named} but dataset {probe.name!r} has "
             f"{probe.num_classes} classes (labels 0..{probe.num_classes - 1}); score a checkpoint on the "
             "labels it was trained on",
-            field="arch.num_classes",
+            field=classes_field or field,
         )
 
 

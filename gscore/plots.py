@@ -100,6 +100,7 @@ def plot_measures(
     measures: Sequence[str],
     target: str = "test_accuracy",
     color_by: str | None = None,
+    ranking: dict[str, Any] | None = None,
 ) -> bytes:
     """A PNG with one scatter panel per measure; models lacking the score or the target are not drawn.
 
@@ -113,6 +114,10 @@ def plot_measures(
         ``"test_accuracy"`` or ``"generalization_gap"`` (y).
     color_by
         A hyperparameter of the collection, or None for single-colour points.
+    ranking
+        ``rank_collection(records, target=target, ...)`` already computed (with the caller's protocol,
+        level, resamples and seed), whose tau and interval the titles show; None: computed here with the
+        defaults.
 
     Returns
     -------
@@ -123,7 +128,7 @@ def plot_measures(
         raise RankingInputError("plot_measures needs at least one measure")
     if color_by is not None and not any(color_by in record.hyperparameters for record in records):
         raise RankingInputError(f"no model has the hyperparameter {color_by!r} to colour by")
-    result = rank_collection(records, target=target, measures=measures)
+    result = ranking if ranking is not None else rank_collection(records, target=target, measures=measures)
     targets = target_values(records, target)
     width_px, height_px = figure_size_px(len(measures))
     figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
@@ -218,14 +223,18 @@ def write_plots(
     out_dir: str | Path,
     target: str = "test_accuracy",
     color_by: str | None = None,
+    ranking: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``<measure>.png`` (one panel) per measure into ``out_dir`` (created); returns the paths.
 
+    ``ranking``: the ``rank_collection`` result the titles show (computed once here when None).
     Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``; a name that collides
     after that gets a ``-2``, ``-3``... suffix.
     """
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
+    if ranking is None:
+        ranking = rank_collection(records, target=target, measures=list(measures))
     paths: list[Path] = []
     used: set[str] = set()
     for measure in measures:
@@ -235,6 +244,6 @@ def write_plots(
             candidate, suffix = f"{stem}-{suffix}", suffix + 1
         used.add(candidate)
         path = directory / f"{candidate}.png"
-        path.write_bytes(plot_measures(records, [measure], target, color_by=color_by))
+        path.write_bytes(plot_measures(records, [measure], target, color_by=color_by, ranking=ranking))
         paths.append(path)
     return paths

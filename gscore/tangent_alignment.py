@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 from gscore.errors import MeasureError
+from gscore.measure_table import MeasureOutcome, MeasureUndefined
 
 __all__ = [
     "DEFAULT_MAX_OUTPUTS",
@@ -693,8 +694,6 @@ MEASURE_DEFAULTS: dict[str, Any] = {
 
 def _shared(ctx: Any, params: dict[str, Any]) -> tuple[TangentAlignment, dict[str, Any]]:
     """The run's tangent alignment for these parameters, computed once per ctx (``ctx.cache``)."""
-    from gscore.measure_table import MeasureUndefined
-
     p = {**MEASURE_DEFAULTS, **{k: v for k, v in params.items() if k in MEASURE_DEFAULTS}}
     key = (
         "tangent_alignment",
@@ -743,16 +742,12 @@ def _shared(ctx: Any, params: dict[str, Any]) -> tuple[TangentAlignment, dict[st
 
 def ntk_alignment_measure(ctx: Any, params: dict[str, Any]) -> Any:
     """Centred kernel-target alignment of the full tangent kernel (orientation +1)."""
-    from gscore.measure_table import MeasureOutcome
-
     result, meta = _shared(ctx, params)
     return MeasureOutcome(value=result.alignment, meta=meta)
 
 
 def ntk_layer_alignment_measure(ctx: Any, params: dict[str, Any]) -> Any:
     """Mean over modules with parameters of their alignment; every module's value in ``meta["layers"]``."""
-    from gscore.measure_table import MeasureOutcome, MeasureUndefined
-
     result, meta = _shared(ctx, params)
     defined = [v for v in result.layer_alignments.values() if v is not None]
     if not defined:
@@ -768,8 +763,6 @@ def ntk_layer_alignment_measure(ctx: Any, params: dict[str, Any]) -> Any:
 
 def ntk_effective_rank_measure(ctx: Any, params: dict[str, Any]) -> Any:
     """Effective rank of the centred tangent kernel (orientation -1); trace ratios and Tr K / N in meta."""
-    from gscore.measure_table import MeasureOutcome
-
     result, meta = _shared(ctx, params)
     for k, ratio in result.trace_ratios.items():
         meta[f"trace_ratio_{k}"] = ratio

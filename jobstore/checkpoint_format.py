@@ -4,7 +4,7 @@ Nothing here unpickles or loads a weight; the worker loads checkpoints with the 
 (``gscore.checkpoints``). What is read:
 
 - the first bytes (``checkpoint_format_problem``): a torch.save zip archive or a safetensors file;
-- a safetensors header (``read_safetensors_shapes``): 8-byte little-endian length + JSON, so the
+- a safetensors header (``read_safetensors_shapes``, with ``safetensors.safe_open``), so the
   parameter names and shapes are known without reading a tensor;
 - a zip's member names (``zip_member_names``), which tell a torch.export ``.pt2`` archive apart;
 - the pickle opcodes of a torch zip's ``data.pkl`` (``pickle_globals``, with ``pickletools.genops``): the
@@ -13,7 +13,6 @@ Nothing here unpickles or loads a weight; the worker loads checkpoints with the 
 
 from __future__ import annotations
 
-import json
 import pickletools
 import struct
 import zipfile
@@ -21,14 +20,14 @@ from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections.abc import Collection
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
+
 from gscore.errors import CheckpointError
 
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTOCOL_OPCODE = 0x80
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 MAX_PICKLE_BYTES = 16 * 1024 * 1024  # a state_dict's data.pkl is KBs; a bigger one holds Python objects
-PT2_MARKER_FILES = ("archive_format", "archive_version")  # members of a torch.export.save zip
-IMPORTING_OPCODES = ("GLOBAL", "STACK_GLOBAL", "INST")  # opcodes that import a module attribute
 MAX_LISTED = 5
 
 
@@ -56,41 +55,23 @@ def read_safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
 
     Parameters
     ----------
-    path : a file whose first 8 bytes are the little-endian length ``n`` of the JSON header that follows.
+    path : a safetensors file; ``safetensors.safe_open`` parses and validates its header (the same
+        parser the worker's ``safetensors.torch.load_file`` uses), no tensor is read.
 
     Returns
     -------
-    dict mapping each tensor name to its shape (a tuple of ints; ``()`` for a scalar), in header order;
-    the optional ``__metadata__`` entry is left out.
+    dict mapping each tensor name to its shape (a tuple of ints; ``()`` for a scalar), in the order
+    ``safe_open(...).keys()`` gives (the order the worker's loaded state_dict has); the optional
+    ``__metadata__`` entry is left out.
 
-    Raises CheckpointError when the header is truncated, not a JSON object, or an entry has no valid shape.
+    Raises CheckpointError when the header is truncated, invalid or does not fit the file, or the file
+    holds no tensor.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError("not a valid safetensors file: shorter than its 8-byte header length")
-        (length,) = struct.unpack("<Q", prefix)
-        if not 2 <= length <= min(MAX_SAFETENSORS_HEADER, size - 8):
-            raise CheckpointError(
-                f"not a valid safetensors file: its header length {length} does not fit the {size}-byte file"
-            )
-        raw = handle.read(length)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise CheckpointError("not a valid safetensors file: its header is not JSON") from None
-    if not isinstance(header, dict):
-        raise CheckpointError("not a valid safetensors file: its header is not a JSON object")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        shape = entry.get("shape") if isinstance(entry, dict) else None
-        if not isinstance(shape, list) or not all(type(dim) is int and dim >= 0 for dim in shape):
-            raise CheckpointError(f"not a valid safetensors file: tensor {name!r} has no valid shape")
-        shapes[name] = tuple(shape)
+        with safe_open(str(path), framework="numpy") as handle:
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"not a valid safetensors file: {exc}"[:300]) from None
     if not shapes:
         raise CheckpointError("checkpoint contains no tensors")
     return shapes
@@ -103,11 +84,6 @@ def zip_member_names(path: str | Path) -> list[str] | None:
             return archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
         return None
-
-
-def is_torch_export_archive(names: Collection[str]) -> bool:
-    """True when the zip members include torch.export's ``archive_format``/``archive_version`` files."""
-    return any(name.rsplit("/", 1)[-1] in PT2_MARKER_FILES for name in names)
 
 
 def pickle_globals(data: bytes) -> list[tuple[str, str]]:

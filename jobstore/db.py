@@ -183,12 +183,15 @@ def make_engine(url: str, timeout_seconds: float = DATABASE_TIMEOUT_SECONDS) -> 
     return engine
 
 
-def make_session_factory(url: str, *, migrate: bool = True) -> sessionmaker:
-    """A session factory bound to ``url``; with ``migrate`` the schema is first brought to the latest
-    revision (:func:`migrate_database`: a no-op apart from a lock and one query when it is current)."""
+def make_session_factory(
+    url: str, *, migrate: bool = True, timeout_seconds: float = DATABASE_TIMEOUT_SECONDS
+) -> sessionmaker:
+    """A session factory bound to ``url`` (an engine of :func:`make_engine` with ``timeout_seconds``); with
+    ``migrate`` the schema is first brought to the latest revision (:func:`migrate_database`: a no-op apart
+    from a lock and one query when it is current)."""
     if migrate:
         migrate_database(url)
-    return sessionmaker(make_engine(url), expire_on_commit=False)
+    return sessionmaker(make_engine(url, timeout_seconds), expire_on_commit=False)
 
 
 def prepare_database(settings: Settings) -> str:

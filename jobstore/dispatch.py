@@ -77,11 +77,6 @@ class Dispatcher:
             with self._lock:
                 self._pending -= 1
 
-    @property
-    def pending(self) -> int:
-        """Publishes handed to the background thread and not finished yet."""
-        return self._pending
-
     def broker_reachable(self, timeout: float = 2.0) -> bool:
         """Whether a connection to the broker opens within ``timeout`` seconds (one try)."""
         try:

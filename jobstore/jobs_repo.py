@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -95,9 +95,9 @@ class JobsRepo:
         owner ``visible_to`` (None: every owner's)."""
         if collection is not None and "\x00" in collection:
             return [], None  # no collection name has one (refused at submission)
-        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-        if visible_to is not None:
-            query = query.where(Job.owner == visible_to)
+        query = _only_visible(
+            select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1), visible_to
+        )
         if collection is not None:
             query = query.where(Job.collection == collection)
         if state is not None:
@@ -131,9 +131,7 @@ class JobsRepo:
         first."""
         if "\x00" in name:
             return []
-        query = select(Job).where(Job.collection == name).order_by(Job.created_at)
-        if visible_to is not None:
-            query = query.where(Job.owner == visible_to)
+        query = _only_visible(select(Job).where(Job.collection == name).order_by(Job.created_at), visible_to)
         with self.sessions() as session:
             rows = list(session.scalars(query))
         latest: dict[str, Job] = {}
@@ -147,8 +145,7 @@ class JobsRepo:
         oldest first: what ``jobstore.collection_rules.admit`` decides a new job's admission on."""
         if "\x00" in name:
             return []
-        query = select(Job).where(Job.collection == name).order_by(Job.created_at, Job.id)
-        query = query.where(Job.owner.is_(None) if owner is None else Job.owner == owner)
+        query = select(Job).where(Job.collection == name, _owned_by(owner)).order_by(Job.created_at, Job.id)
         with self.sessions() as session:
             return list(session.scalars(query))
 
@@ -160,8 +157,7 @@ class JobsRepo:
             .group_by(Job.collection)
             .order_by(Job.collection)
         )
-        if visible_to is not None:
-            query = query.where(Job.owner == visible_to)
+        query = _only_visible(query, visible_to)
         with self.sessions() as session:
             return [(name, int(count)) for name, count in session.execute(query)]
 
@@ -407,6 +403,11 @@ def _visible(owner: str | None, visible_to: str | None) -> bool:
 
 def _owned_by(owner: str | None) -> Any:
     return Job.owner.is_(None) if owner is None else Job.owner == owner
+
+
+def _only_visible(query: Select, visible_to: str | None) -> Select:
+    """``query`` limited to the jobs of owner ``visible_to`` (None: every owner's)."""
+    return query if visible_to is None else query.where(Job.owner == visible_to)
 
 
 def _add_stage_seconds(session: Session, stage: str, seconds: float) -> None:

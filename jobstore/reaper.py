@@ -10,10 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from jobstore.db import Job, utcnow
 from jobstore.dispatch import Dispatcher
 from jobstore.jobs_repo import QUEUED, JobsRepo
+
+if TYPE_CHECKING:
+    from gscore.settings import Settings
 
 log = logging.getLogger("gscore.reaper")
 
@@ -102,6 +106,18 @@ class ReaperThread(threading.Thread):
         self.republish_max_interval_seconds = republish_max_interval_seconds
         self.republish_at_start = republish_at_start
         self.stopped = threading.Event()
+
+    @classmethod
+    def from_settings(cls, repo: JobsRepo, dispatcher: Dispatcher, settings: Settings) -> ReaperThread:
+        """The reaper of a process (API or worker) configured by ``settings``."""
+        return cls(
+            repo,
+            dispatcher,
+            settings.max_attempts,
+            settings.reaper_interval_seconds,
+            republish_after_seconds=settings.republish_after_seconds,
+            republish_max_interval_seconds=settings.republish_max_interval_seconds,
+        )
 
     def run_pass(self, *, everything: bool = False) -> None:
         try:

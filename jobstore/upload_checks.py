@@ -26,7 +26,6 @@ from typing import Any
 from gscore.errors import CheckpointError, CheckpointMismatchError
 from jobstore.checkpoint_format import (
     ZIP_MAGIC,
-    is_torch_export_archive,
     listing,
     read_safetensors_shapes,
     refused_pickle_globals,
@@ -34,10 +33,12 @@ from jobstore.checkpoint_format import (
 )
 
 
-def _pt2_detail() -> str:
-    from gscore.checkpoints import PT2_DETAIL
+def _refuse_torch_export_archive(path: Path) -> None:
+    """CheckpointError (pointing to ONNX) for a torch.export ``.pt2`` zip: the engine's own test."""
+    from gscore.checkpoints import PT2_DETAIL, looks_like_torch_export_archive
 
-    return PT2_DETAIL
+    if looks_like_torch_export_archive(path):
+        raise CheckpointError(PT2_DETAIL)
 
 
 def _starts_with_zip(path: Path) -> bool:
@@ -63,8 +64,7 @@ def check_checkpoint_upload(path: str | Path, arch: dict[str, Any]) -> None:
             raise CheckpointError(
                 "cannot read this torch.save archive: not a valid zip (truncated or corrupt?)"
             )
-        if is_torch_export_archive(names):
-            raise CheckpointError(_pt2_detail())
+        _refuse_torch_export_archive(path)
         from gscore.checkpoint_preflight import allowed_pickle_globals
         from gscore.checkpoints import UNSAFE_PICKLE_DETAIL
 
@@ -95,9 +95,7 @@ def check_model_upload(path: str | Path, max_bytes: int) -> None:
     """
     path = Path(path)
     if _starts_with_zip(path):
-        names = zip_member_names(path) or []
-        if is_torch_export_archive(names):
-            raise CheckpointError(_pt2_detail())
+        _refuse_torch_export_archive(path)
         raise CheckpointError(
             "the 'model' part takes an .onnx file; this is a zip archive (a torch.save checkpoint goes in the "
             "'checkpoint' part, with an arch in the spec)"

@@ -10,11 +10,11 @@ from fastapi import Depends, FastAPI
 from gscore.settings import Settings, get_settings
 from jobstore.broker import create_celery
 from jobstore.datasets_repo import DatasetsRepo
-from jobstore.db import make_session_factory, prepare_database
+from jobstore.db import make_session_factory
 from jobstore.dispatch import Dispatcher
 from jobstore.jobs_repo import JobsRepo
 from jobstore.reaper import ReaperThread
-from jobstore.startup import prepare_broker
+from jobstore.startup import prepare_state
 from jobstore.storage import Storage
 from service.context import ServiceContext
 from service.deps import authenticate
@@ -29,9 +29,10 @@ API_DESCRIPTION = (
 
 
 def build_context(settings: Settings) -> ServiceContext:
-    prepare_database(settings)  # the schema, created or upgraded once under a lock, before serving
-    prepare_broker(settings)  # the embedded broker's tables, likewise
-    sessions = make_session_factory(settings.resolved_database_url, migrate=False)
+    prepare_state(settings)  # the schema and the embedded broker's tables, once under locks, before serving
+    sessions = make_session_factory(
+        settings.resolved_database_url, migrate=False, timeout_seconds=settings.database_timeout_seconds
+    )
     repo = JobsRepo(sessions)
     storage = Storage(settings.resolved_storage_dir)
     return ServiceContext(
@@ -53,14 +54,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         reaper = None
         if run_reaper:
-            reaper = ReaperThread(
-                context.repo,
-                context.dispatcher,
-                context.settings.max_attempts,
-                context.settings.reaper_interval_seconds,
-                republish_after_seconds=context.settings.republish_after_seconds,
-                republish_max_interval_seconds=context.settings.republish_max_interval_seconds,
-            )
+            reaper = ReaperThread.from_settings(context.repo, context.dispatcher, context.settings)
             reaper.start()  # its first pass publishes every queued job again (in its own thread)
         try:
             yield

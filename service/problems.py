@@ -102,6 +102,13 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, str | None]:
     return "; ".join(messages) or "invalid request", first_field
 
 
+def internal_error(request: Request) -> JSONResponse:
+    """500 for a bug (the error itself is logged by the caller, never shown)."""
+    return problem_response(
+        request, 500, "internal-error", "Internal server error", "an unexpected error was logged"
+    )
+
+
 def dependency_unavailable(request: Request, type_: str, title: str, detail: str) -> JSONResponse:
     """503 with ``Retry-After`` for a dependency (database, storage) that failed; the request changed nothing
     a retry would duplicate (a failed transaction is rolled back, a partial upload is discarded)."""
@@ -121,10 +128,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GScoreError)
     async def _engine_error(request: Request, exc: GScoreError) -> JSONResponse:
-        problem = Problem.from_engine_error(exc)
-        return problem_response(
-            request, problem.status, problem.type, problem.title, problem.detail, **problem.extra
-        )
+        return await _problem(request, Problem.from_engine_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -147,9 +151,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, DATABASE_BUGS):  # the query, not the database, is at fault
             log.exception("unhandled database error on %s %s", request.method, request.url.path)
-            return problem_response(
-                request, 500, "internal-error", "Internal server error", "an unexpected error was logged"
-            )
+            return internal_error(request)
         log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         return dependency_unavailable(
             request, "database-unavailable", "Database unavailable", "the job database did not answer"
@@ -159,9 +161,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _storage_unavailable(request: Request, exc: OSError) -> JSONResponse:
         if exc.errno not in STORAGE_ERRNOS:
             log.exception("unhandled OS error on %s %s", request.method, request.url.path)
-            return problem_response(
-                request, 500, "internal-error", "Internal server error", "an unexpected error was logged"
-            )
+            return internal_error(request)
         log.error("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
         reason = os.strerror(exc.errno) if exc.errno else "error"
         return dependency_unavailable(
@@ -179,6 +179,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            request, 500, "internal-error", "Internal server error", "an unexpected error was logged"
-        )
+        return internal_error(request)

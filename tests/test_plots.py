@@ -142,3 +142,19 @@ def test_tau_text_with_and_without_an_interval() -> None:
     assert coefficient_interval(entry, "total") is None
     assert tau_text({"tau": 0.5, "ci_low": 0.25, "ci_high": 0.75}) == "tau = 0.50 [0.25, 0.75]"
     assert coefficient_interval({"tau": 0.5, "ci_low": 0.25, "ci_high": 0.75}, "bs") is None
+
+
+def test_titles_show_the_ranking_they_are_given() -> None:
+    """`gscore rank --plot` passes its own ranking (protocol, resamples, seed): the PNG is the one drawn from
+    it, not from a ranking recomputed with the defaults."""
+    from gscore.ranking import rank_collection
+
+    records = [
+        ModelRecord(r.name, r.hyperparameters, r.scores, r.test_accuracy, 0.9 if i % 2 else 1.0)
+        for i, r in enumerate(collection())
+    ]
+    default = rank_collection(records, measures=["c3"])
+    everyone = rank_collection(records, measures=["c3"], min_train_accuracy=0.0)
+    assert default["measures"]["c3"]["tau"] != everyone["measures"]["c3"]["tau"]
+    assert plot_measures(records, ["c3"], ranking=default) == plot_measures(records, ["c3"])
+    assert plot_measures(records, ["c3"], ranking=everyone) != plot_measures(records, ["c3"])

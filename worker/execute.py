@@ -45,7 +45,9 @@ def worker_context(settings: Settings) -> WorkerContext:
     pid = os.getpid()
     if pid not in _contexts:
         _contexts.clear()
-        sessions = make_session_factory(settings.resolved_database_url, migrate=False)  # prepare_database ran
+        sessions = make_session_factory(  # prepare_database ran
+            settings.resolved_database_url, migrate=False, timeout_seconds=settings.database_timeout_seconds
+        )
         _contexts[pid] = WorkerContext(settings, JobsRepo(sessions), Storage(settings.resolved_storage_dir))
     return _contexts[pid]
 

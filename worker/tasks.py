@@ -12,10 +12,9 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown, w
 
 from gscore.settings import Settings
 from jobstore.broker import SCORE_TASK, create_celery
-from jobstore.db import prepare_database
 from jobstore.dispatch import Dispatcher
 from jobstore.reaper import ReaperThread
-from jobstore.startup import prepare_broker
+from jobstore.startup import prepare_state
 from worker.execute import execute_job, worker_context
 from worker.shutdown import ShutdownFlag
 
@@ -29,8 +28,7 @@ def create_worker_app(settings: Settings) -> Celery:
     The database schema is created or upgraded first (once, under a lock: :func:`jobstore.db.prepare_database`),
     so no worker consumes a message before the tables exist.
     """
-    prepare_database(settings)
-    prepare_broker(settings)  # the embedded broker's tables, once, under a lock (workers start together)
+    prepare_state(settings)  # schema and embedded broker's tables, once, under locks (workers start together)
     app = create_celery(settings)
     if settings.resolved_broker_url.startswith("sqla+"):
         # kombu's SQL transport polls its table every second and passes every transport option to
@@ -67,14 +65,7 @@ def create_worker_app(settings: Settings) -> Celery:
 
     @worker_ready.connect(weak=False)
     def _start_reaper(**_: Any) -> None:
-        reaper = ReaperThread(
-            worker_context(settings).repo,
-            Dispatcher(app),
-            settings.max_attempts,
-            settings.reaper_interval_seconds,
-            republish_after_seconds=settings.republish_after_seconds,
-            republish_max_interval_seconds=settings.republish_max_interval_seconds,
-        )
+        reaper = ReaperThread.from_settings(worker_context(settings).repo, Dispatcher(app), settings)
         reaper.start()
         reaper_holder["reaper"] = reaper
 
