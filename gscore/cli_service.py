@@ -265,14 +265,16 @@ def _collection(args: argparse.Namespace) -> int:
 def _ranking(args: argparse.Namespace) -> int:
     from gscore.cli_ranking import output_format, ranking_arguments, render
 
+    options = ranking_arguments(args)
     with _client(args) as client:
-        ranking = client.ranking(args.name, **ranking_arguments(args))
+        ranking = client.ranking(args.name, **options)
         if args.plot:
             out_dir = Path(args.plot)
             out_dir.mkdir(parents=True, exist_ok=True)
+            protocol = {key: options[key] for key in ("min_train_accuracy", "level", "n_resamples", "seed")}
             for measure in ranking["measures"]:
                 (out_dir / f"{measure}.png").write_bytes(
-                    client.plot(args.name, [measure], args.target, color_by=args.color_by)
+                    client.plot(args.name, [measure], args.target, color_by=args.color_by, **protocol)
                 )
             print(f"wrote {len(ranking['measures'])} plot(s) to {out_dir}", file=sys.stderr)
     fmt = output_format(args)

@@ -235,10 +235,13 @@ class Client:
         measures: list[str] | None = None,
         target: str = "test_accuracy",
         color_by: str | None = None,
+        **ranking: Any,
     ) -> bytes:
         """A PNG of each measure against the target, one point per model (the paper's Figure 3), coloured
-        by the hyperparameter ``color_by`` (with a legend) when given."""
+        by the hyperparameter ``color_by`` (with a legend) when given. ``ranking``: the ranking's
+        ``min_train_accuracy``, ``level``, ``n_resamples``, ``seed`` for the tau in the titles."""
         params: dict[str, Any] = {"target": target}
+        params.update({key: value for key, value in ranking.items() if value is not None})
         if measures:
             params["measure"] = ",".join(measures)
         if color_by:

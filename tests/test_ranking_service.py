@@ -183,3 +183,35 @@ def test_table_verb_reports_unreachable_service(capsys, monkeypatch):
     monkeypatch.setenv("GSCORE_URL", "http://127.0.0.1:9")
     assert gscore_main(["ranking", "x"]) == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_plot_titles_follow_the_rankings_protocol_parameters(
+    quick_zoo, embedded_stack: Stack, tmp_path, capsys
+):
+    """The plot endpoint takes the ranking's min_train_accuracy/level/n_resamples/seed (its titles show tau
+    and its interval), and `gscore ranking --plot` passes the ones it ranked with."""
+    collection, _, _ = quick_zoo
+    with embedded_stack.client() as http:
+        url = f"/v1/collections/{collection}/plot.png"
+        default = http.get(url, params={"measure": "c3"})
+        explicit = http.get(url, params={"measure": "c3", "level": 0.95, "n_resamples": 1000, "seed": 0})
+        narrower = http.get(url, params={"measure": "c3", "level": 0.5})
+        bad = http.get(url, params={"measure": "c3", "level": 1.5})
+    assert default.status_code == explicit.status_code == narrower.status_code == 200
+    assert default.content == explicit.content and narrower.content != default.content
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    plots = tmp_path / "plots"
+    argv = [
+        "ranking",
+        collection,
+        "--url",
+        embedded_stack.url,
+        "--measures",
+        "c3",
+        "--json",
+        "--level",
+        "0.5",
+    ]
+    assert gscore_main([*argv, "--plot", str(plots)]) == 0
+    capsys.readouterr()
+    assert (plots / "c3.png").read_bytes() == narrower.content

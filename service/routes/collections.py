@@ -115,6 +115,21 @@ def _measure_list(measures: str | None, records: list[ModelRecord], field: str) 
     return names or None
 
 
+# The ranking's protocol and interval parameters, shared by the ranking and the plot (whose titles show tau).
+MinTrainAccuracy = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=1,
+        description="models below this training accuracy, or without one, are listed but left out "
+        "of tau and psi (the paper's protocol); 0 turns it off",
+    ),
+]
+Level = Annotated[float, Query(gt=0, lt=1, description="bootstrap interval level")]
+Resamples = Annotated[int, Query(ge=0, le=10_000, description="bootstrap resamples; 0: no intervals")]
+BootstrapSeed = Annotated[int, Query(ge=0, le=2**32 - 1, description="bootstrap seed")]
+
+
 @router.get(
     "/{name}/ranking",
     response_model=RankingOut,
@@ -127,20 +142,10 @@ def get_ranking(
     caller: Caller,
     target: Target = "test_accuracy",
     measures: Annotated[str | None, Query(description="comma-separated measure names")] = None,
-    min_train_accuracy: Annotated[
-        float,
-        Query(
-            ge=0,
-            le=1,
-            description="models below this training accuracy, or without one, are listed but left out "
-            "of tau and psi (the paper's protocol); 0 turns it off",
-        ),
-    ] = DEFAULT_MIN_TRAIN_ACCURACY,
-    level: Annotated[float, Query(gt=0, lt=1, description="bootstrap interval level")] = DEFAULT_LEVEL,
-    n_resamples: Annotated[
-        int, Query(ge=0, le=10_000, description="bootstrap resamples; 0: no intervals")
-    ] = DEFAULT_RESAMPLES,
-    seed: Annotated[int, Query(ge=0, le=2**32 - 1, description="bootstrap seed")] = 0,
+    min_train_accuracy: MinTrainAccuracy = DEFAULT_MIN_TRAIN_ACCURACY,
+    level: Level = DEFAULT_LEVEL,
+    n_resamples: Resamples = DEFAULT_RESAMPLES,
+    seed: BootstrapSeed = 0,
 ) -> RankingOut:
     """The same document as `gscore rank FILE --json`, plus `not_scored`: models whose job has not succeeded."""
     records, not_scored = _scored_records(_collection_jobs(ctx, name, caller))
@@ -171,6 +176,10 @@ def get_plot(
     color_by: Annotated[
         str | None, Query(max_length=128, description="a hyperparameter: one colour per value, with a legend")
     ] = None,
+    min_train_accuracy: MinTrainAccuracy = DEFAULT_MIN_TRAIN_ACCURACY,
+    level: Level = DEFAULT_LEVEL,
+    n_resamples: Resamples = DEFAULT_RESAMPLES,
+    seed: BootstrapSeed = 0,
 ) -> Response:
     from gscore.plots import plot_measures
     from gscore.ranking import collection_axes
@@ -188,4 +197,14 @@ def get_plot(
             f"no scored model of {name!r} has {color_by!r}; present: {', '.join(axes) or 'none'}",
             field="color_by",
         )
-    return Response(plot_measures(records, chosen, target=target, color_by=color_by), media_type="image/png")
+    ranking = rank_collection(
+        records,
+        target=target,
+        measures=chosen,
+        min_train_accuracy=min_train_accuracy,
+        level=level,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    png = plot_measures(records, chosen, target=target, color_by=color_by, ranking=ranking)
+    return Response(png, media_type="image/png")
