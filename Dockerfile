@@ -13,10 +13,6 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gscore ./gscore
-COPY models ./models
-COPY jobstore ./jobstore
-COPY service ./service
-COPY worker ./worker
 RUN pip install --index-url "$TORCH_INDEX" "torch==2.14.1" "torchvision==0.29.1" \
  && pip install ".[postgres]"
 

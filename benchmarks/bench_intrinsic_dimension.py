@@ -1,4 +1,4 @@
-"""Benchmark: the TwoNN intrinsic dimension of gscore.intrinsic_dimension versus scikit-dimension.
+"""Benchmark: the TwoNN intrinsic dimension of gscore.measures.intrinsic_dimension versus scikit-dimension.
 
 Prints, in one run:
   (a) at N points (default 10,000), D = 512 (a ResNet's penultimate width): wall time and peak memory of
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from timing import timed  # benchmarks/timing.py (scripts run from this folder)
 
-from gscore.intrinsic_dimension import intrinsic_dimension, resample_subsets
+from gscore.measures.intrinsic_dimension import intrinsic_dimension, resample_subsets
 
 T = TypeVar("T")
 RESAMPLES, FRACTION = 20, 0.9

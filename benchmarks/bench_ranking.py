@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from gscore.ranking import ModelRecord, rank_collection
+from gscore.ranking.kendall import ModelRecord, rank_collection
 
 
 def collection(n_models: int, seed: int = 0) -> list[ModelRecord]:

@@ -59,8 +59,8 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 def checkpoint(directory: Path) -> Path:
     import torch
 
-    from gscore.checkpoints import save_safetensors
-    from models import build_model
+    from gscore.inputs.checkpoints.loading import save_safetensors
+    from gscore.models import build_model
 
     torch.manual_seed(0)
     path = directory / "bench.safetensors"
@@ -132,7 +132,9 @@ def bench(setup: str, seconds: float, jobs: int) -> dict[str, float]:
 
             wait_until(api_up, 90, "the API")
             wait_until(
-                lambda: " ready." in (data / "worker.log").read_text(errors="replace"), 90, "the worker"
+                lambda: " ready." in (data / "worker.log").read_text(errors="replace"),
+                90,
+                "the worker",
             )
             path = checkpoint(data)
             with httpx.Client(base_url=url, timeout=30) as client:

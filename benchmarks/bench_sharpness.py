@@ -24,9 +24,9 @@ import argparse
 import torch
 from timing import timed  # benchmarks/timing.py (scripts run from this folder)
 
-from gscore import sharpness
-from gscore.sharpness import SharpnessResult, random_sharpness
-from models import build_model
+from gscore.measures import sharpness
+from gscore.measures.sharpness import SharpnessResult, random_sharpness
+from gscore.models import build_model
 
 VGG9 = {"family": "vgg", "depth": 9, "width": 32, "num_classes": 10}
 

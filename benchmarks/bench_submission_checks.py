@@ -55,15 +55,15 @@ def main() -> None:
     from fastapi.testclient import TestClient
     from test_routes_inprocess import inprocess_settings
 
-    from service.app import create_app
+    from gscore.service.app import create_app
 
     data_dir = Path(tempfile.mkdtemp())
     app = create_app(inprocess_settings(data_dir, max_upload_bytes=1 << 30), run_reaper=False)
     print(f"(a) RSS after create_app: {rss_mib():.0f} MiB (torch imported: {'torch' in sys.modules})")
     import torch
 
-    from gscore.checkpoints import save_safetensors
-    from models import build_model
+    from gscore.inputs.checkpoints.loading import save_safetensors
+    from gscore.models import build_model
 
     digits = ARCHS["cnn (digits)"]
     checkpoint = data_dir / "digits.safetensors"
@@ -88,12 +88,12 @@ def main() -> None:
     )
     print(f"    first submission {first * 1e3:.0f} ms (imports), second {second * 1e3:.0f} ms")
 
-    from gscore.checkpoint_preflight import (
+    from gscore.inputs.checkpoints.format import read_safetensors_shapes, refused_pickle_globals
+    from gscore.inputs.checkpoints.preflight import (
         allowed_pickle_globals,
         expected_state_shapes,
         state_shapes_mismatch,
     )
-    from jobstore.checkpoint_format import read_safetensors_shapes, refused_pickle_globals
 
     allowed = allowed_pickle_globals()
     print("(b) safetensors check per arch: meta build / full check (median), RSS added by the first build")
@@ -125,7 +125,7 @@ def main() -> None:
 
     from torchvision.models import resnet18
 
-    from gscore.onnx_models import read_onnx_file
+    from gscore.inputs.onnx_models import read_onnx_file
 
     onnx_path = data_dir / "resnet18.onnx"
     buffer = io.BytesIO()

@@ -1,9 +1,9 @@
 """Tangent kernel: gscore's memory-bounded sweep versus the naive full Jacobian, time and peak memory.
 
-For the paper's VGG-9 (``models.parse_arch_spec({"family": "vgg", "depth": 9, "width": 32, ...})``) and a
+For the paper's VGG-9 (``gscore.models.parse_arch_spec({"family": "vgg", "depth": 9, "width": 32, ...})``) and a
 torchvision ResNet-18, both with C = 10 outputs, on N random 3 x 32 x 32 inputs:
 
-- ours: ``gscore.tangent_alignment.tangent_kernel(model, x, memory_budget_mb=...)``;
+- ours: ``gscore.measures.tangent_alignment.tangent_kernel(model, x, memory_budget_mb=...)``;
 - naive: the whole Jacobian at once, ``vmap(jacrev(f))`` over the samples ({name: [N, C, *shape]}, the
   torch.func tutorial's empirical NTK), then ``K = sum_t J_t J_t^T`` per tensor in float64. Skipped, with
   the reason printed, when its estimated memory exceeds ``--naive-limit-gb``.
@@ -32,8 +32,8 @@ import torch
 from timing import timed  # benchmarks/timing.py (scripts run from this folder)
 from torch.func import functional_call, jacrev, vmap
 
-import models
-from gscore.tangent_alignment import (
+from gscore import models
+from gscore.measures.tangent_alignment import (
     _probe_forward,
     centre_kernel,
     centred_targets,

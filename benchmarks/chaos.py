@@ -24,8 +24,8 @@ from conftest import DIGITS_ARCH, REDIS_PORT, redis_reachable  # noqa: E402
 def digits_checkpoint(directory: Path) -> Path:
     import torch
 
-    from gscore.checkpoints import save_safetensors
-    from models import build_model
+    from gscore.inputs.checkpoints.loading import save_safetensors
+    from gscore.models import build_model
 
     torch.manual_seed(0)
     path = directory / "digits-cnn.safetensors"

@@ -136,9 +136,9 @@ def train_one(
     config: Config, data: dict[str, torch.Tensor], out_dir: Path, max_epochs: int, seed: int
 ) -> dict:
     """Train one configuration to ~100% training accuracy; save it; return its record."""
-    from gscore.checkpoints import save_safetensors
+    from gscore.inputs.checkpoints.loading import save_safetensors
+    from gscore.models import build_model
     from gscore.training import accuracy, random_shift, train_classifier
-    from models import build_model
 
     torch.manual_seed(seed)
     model = build_model(config.arch())
@@ -173,7 +173,7 @@ def train_one(
 
 
 def load_digits_tensors() -> dict[str, torch.Tensor]:
-    from gscore.datasets import load_probe_set
+    from gscore.inputs.datasets import load_probe_set
 
     train, test = load_probe_set("digits", "train"), load_probe_set("digits", "test")
     return {
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from gscore.client import Client
-    from gscore.ranking import format_ranking_table
+    from gscore.ranking.kendall import format_ranking_table
 
     grid = quick_grid() if args.quick else full_grid() if args.full else default_grid()
     out_dir = Path(args.out)

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from gscore.errors import title_and_detail
-from gscore.result_frames import CollectionResult, RankingResult
+from gscore.ranking.frames import CollectionResult, RankingResult
 
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 API_KEY_ENV = "GSCORE_API_KEY"

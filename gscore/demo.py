@@ -20,10 +20,10 @@ DEMO_ARCH: dict[str, Any] = {"family": "cnn", "in_channels": 1, "width": 16, "de
 
 def train_demo_model(out_dir: Path, epochs: int = 150, seed: int = 0) -> tuple[Path, Path, dict[str, float]]:
     """Train the demo CNN; returns (checkpoint path, arch spec path, accuracies)."""
-    from gscore.checkpoints import save_safetensors
-    from gscore.datasets import load_probe_set
+    from gscore.inputs.checkpoints.loading import save_safetensors
+    from gscore.inputs.datasets import load_probe_set
+    from gscore.models import build_model
     from gscore.training import accuracy, train_classifier
-    from models import build_model
 
     if epochs < 1:
         raise SpecError(f"epochs must be a positive integer (got {epochs})", field="epochs")

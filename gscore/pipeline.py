@@ -28,14 +28,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from gscore import datasets
-from gscore.checkpoints import LoadReport
 from gscore.devices import resolve_device
 from gscore.errors import DatasetError, GScoreError, JobCancelled, MeasureError, SpecError
-from gscore.extraction import Activations
-from gscore.measure_inputs import CancelCheck, MeasureContext, ProbeKey, ProgressCallback
-from gscore.measure_registry import DEFAULT_MEASURES, MEASURES
-from gscore.measure_table import (
+from gscore.inputs import datasets
+from gscore.inputs.checkpoints.loading import LoadReport
+from gscore.inputs.extraction import Activations
+from gscore.inputs.model_loading import load_scored_model
+from gscore.measures.context import CancelCheck, MeasureContext, ProbeKey, ProgressCallback
+from gscore.measures.table import DEFAULT_MEASURES, MEASURES
+from gscore.measures.types import (
     FAILED,
     OK,
     SPLITS,
@@ -44,9 +45,8 @@ from gscore.measure_table import (
     MeasureUndefined,
     check_parameter,
 )
-from gscore.model_loading import load_scored_model
+from gscore.models import ArchSpec, input_normalization, parse_arch_spec
 from gscore.settings import get_settings
-from models import ArchSpec, input_normalization, parse_arch_spec
 
 log = logging.getLogger(__name__)
 

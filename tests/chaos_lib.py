@@ -1,7 +1,7 @@
 """The chaos suite's machinery: a loopback TCP proxy that can forward, black-hole or refuse, stacks of real
 API and worker processes, the scenarios of issue 9, and the tally each scenario reports.
 
-Used by tests/test_chaos.py (assertions) and benchmarks/chaos.py (the full table). Everything runs on
+Used by tests/stack/test_chaos.py (assertions) and benchmarks/chaos.py (the full table). Everything runs on
 127.0.0.1, with bounded process counts and deadlines.
 """
 

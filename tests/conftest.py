@@ -1,6 +1,6 @@
 """Shared fixtures for the service tests: free ports, a real uvicorn API and a real Celery worker as
 subprocesses with a temporary GSCORE_DATA_DIR, Redis availability, a tiny digits checkpoint, and the
-request/answer helpers shared with the in-process route tests (tests/test_routes_inprocess.py)."""
+request/answer helpers shared with the in-process route tests (tests/service/test_routes_inprocess.py)."""
 
 from __future__ import annotations
 
@@ -228,8 +228,8 @@ def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny digits CNN (random weights, seed 0) saved as safetensors."""
     import torch
 
-    from gscore.checkpoints import save_safetensors
-    from models import build_model
+    from gscore.inputs.checkpoints.loading import save_safetensors
+    from gscore.models import build_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("checkpoints") / "digits-cnn.safetensors"

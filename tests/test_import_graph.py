@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
+SERVICE_PACKAGES = ("gscore.service", "gscore.worker", "gscore.jobstore")
 ENGINE_MODULES = (
-    "gscore.measures",
-    "gscore.ranking",
-    "gscore.extraction",
-    "gscore.sharpness",
-    "gscore.intrinsic_dimension",
-    "gscore.tangent_alignment",
-    "gscore.measure_registry",
-    "gscore.measure_table",
-    "gscore.measure_inputs",
+    "gscore.measures.clustering",
+    "gscore.ranking.kendall",
+    "gscore.inputs.extraction",
+    "gscore.measures.sharpness",
+    "gscore.measures.intrinsic_dimension",
+    "gscore.measures.tangent_alignment",
+    "gscore.measures.table",
+    "gscore.measures.types",
+    "gscore.measures.context",
     "gscore.pipeline",
 )
 
@@ -55,8 +56,11 @@ def package_imports(package: str) -> dict[str, set[str]]:
 
 
 def offending(imports: dict[str, set[str]], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """Module -> the imported names that are, or lie under, one of the ``forbidden`` packages."""
     bad = {
-        module: sorted(name for name in names if name.split(".")[0] in forbidden)
+        module: sorted(
+            name for name in names if any(name == f or name.startswith(f + ".") for f in forbidden)
+        )
         for module, names in imports.items()
     }
     return {module: names for module, names in bad.items() if names}
@@ -65,35 +69,43 @@ def offending(imports: dict[str, set[str]], forbidden: tuple[str, ...]) -> dict[
 def test_the_parser_sees_top_level_local_and_relative_imports(tmp_path: Path) -> None:
     source = tmp_path / "probe.py"
     source.write_text(
-        "import os.path\nfrom service import deps\n\n\ndef f():\n    from worker.tasks import x\n"
+        "import os.path\nfrom gscore.service import deps\n\n\ndef f():\n    from gscore.worker.tasks import x\n"
         "    from .routes import jobs\n    from . import app\n"
     )
-    assert imported_modules(source, "service.probe") == {
+    assert imported_modules(source, "gscore.service.probe") == {
         "os.path",
-        "service",
-        "service.deps",
-        "worker.tasks",
-        "worker.tasks.x",
-        "service.routes",
-        "service.routes.jobs",
-        "service.app",
+        "gscore.service",
+        "gscore.service.deps",
+        "gscore.worker.tasks",
+        "gscore.worker.tasks.x",
+        "gscore.service.routes",
+        "gscore.service.routes.jobs",
+        "gscore.service.app",
     }
 
 
 def test_jobstore_imports_neither_service_nor_worker() -> None:
-    imports = package_imports("jobstore")
-    assert {"jobstore.db", "jobstore.jobs_repo", "jobstore.dedupe", "jobstore.dispatch"} <= set(imports)
-    assert offending(imports, ("service", "worker")) == {}
+    imports = package_imports("gscore/jobstore")
+    expected = {
+        "jobstore.db",
+        "gscore.jobstore.jobs_repo",
+        "gscore.jobstore.dedupe",
+        "gscore.jobstore.dispatch",
+    }
+    assert expected <= set(imports)
+    assert offending(imports, ("gscore.service", "gscore.worker")) == {}
 
 
 def test_worker_does_not_import_service() -> None:
-    imports = package_imports("worker")
-    assert "jobstore.dedupe" in imports["worker.execute"]  # the same duplicate check as the API's
-    assert offending(imports, ("service",)) == {}
+    imports = package_imports("gscore/worker")
+    assert (
+        "gscore.jobstore.dedupe" in imports["gscore.worker.execute"]
+    )  # the same duplicate check as the API's
+    assert offending(imports, ("gscore.service",)) == {}
 
 
 def test_service_publishes_through_jobstore_not_worker() -> None:
-    assert offending(package_imports("service"), ("worker",)) == {}
+    assert offending(package_imports("gscore/service"), ("gscore.worker",)) == {}
 
 
 @pytest.mark.parametrize("module", ENGINE_MODULES)
@@ -102,4 +114,20 @@ def test_the_engine_imports_none_of_the_service_packages(module: str) -> None:
     if not path.exists():
         pytest.skip(f"{module} is not part of this tree yet")
     imports = {module: imported_modules(path)}
-    assert offending(imports, ("service", "worker", "jobstore")) == {}
+    assert offending(imports, SERVICE_PACKAGES) == {}
+
+
+ENGINE_PACKAGES = ("gscore/measures", "gscore/ranking", "gscore/inputs", "gscore/models")
+
+
+@pytest.mark.parametrize("package", ENGINE_PACKAGES)
+def test_no_engine_package_imports_the_service_packages(package: str) -> None:
+    imports = package_imports(package)
+    assert imports, package
+    assert offending(imports, SERVICE_PACKAGES) == {}
+
+
+def test_no_module_imports_the_old_top_level_packages() -> None:
+    """Everything lives under ``gscore``: an import of a bare ``models``/``service``/... would be another project's."""
+    imports = package_imports("gscore")
+    assert offending(imports, ("models", "jobstore", "service", "worker")) == {}

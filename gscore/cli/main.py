@@ -1,0 +1,71 @@
+"""The ``gscore`` command line. Each verb lives in its own module with a ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gscore.errors import GScoreError, title_and_detail
+
+# Modules that add verbs; each has register(subparsers) and sets `func` (args -> exit code).
+_VERB_MODULES = (
+    "gscore.cli.local",  # score, demo, rank, ranking
+    "gscore.cli.serve",  # up, serve, worker
+    "gscore.cli.remote",  # submit, status, collection, cancel, datasets, ranking
+    "gscore.cli.keys",  # keys create/list/revoke
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="gscore", description="Generalization scores for trained image classifiers."
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for name in _VERB_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a verb module not installed in this build
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed early
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed early (``gscore ... | head``): stop quietly. stdout is pointed at /dev/null
+    so that the interpreter's final flush does not fail again (Python's documented recipe)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
+    except GScoreError as exc:
+        print(f"gscore: error: {title_and_detail(exc.title, exc.detail)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gscore: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

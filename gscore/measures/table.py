@@ -1,0 +1,204 @@
+"""The measure table: every measure's name, orientation, parameters, needs and the function computing it.
+
+The one place the CLI, the pipeline, the service (``/v1/measures``) and the ranking code look measures
+up. Adding a measure is its module of plain functions plus one entry here: the pipeline reads ``needs``
+to prepare the inputs once (one extraction pass for every activation measure, one training sample for
+every sharpness measure with the same size and seed) and calls ``compute(ctx, params)``
+(:mod:`gscore.measures.types`). Orientation is +1 when a higher value predicts better generalization,
+-1 when it predicts worse. Reading this module imports no torch: functions are named, imported on use.
+"""
+
+from __future__ import annotations
+
+from gscore.measures.types import Measure
+
+__all__ = ["CLUSTERING_MEASURES", "DEFAULT_MEASURES", "MEASURES", "MeasureInfo", "orientation"]
+
+MeasureInfo = Measure  # the name earlier releases used for an entry
+
+# Shared by the four sharpness measures: the size of the class-balanced training sample, bisection
+# steps, the seed of the noise/sample, the accuracy drop sought and the stopping tolerance.
+_SHARPNESS_PARAMETERS = {"samples": 2000, "steps": 15, "seed": 0, "target_drop": 0.1, "tolerance": 0.01}
+_RANDOM_PARAMETERS = {**_SHARPNESS_PARAMETERS, "draws": 10, "upper": 2.0}
+_WORST_PARAMETERS = {**_SHARPNESS_PARAMETERS, "upper": 0.25, "ascent_steps": 10, "ascent_lr": 0.2}
+
+_ACTIVATIONS = frozenset({"activations", "probe"})
+_HIERARCHY = frozenset({"activations", "probe", "hierarchy"})
+_TRAINING = frozenset({"training_sample", "model"})
+
+_ENTRIES = [
+    Measure(
+        "c1",
+        "neuron-level subclass selectivity",
+        +1,
+        _HIERARCHY,
+        "activations",
+        "gscore.measures.clustering:c1_measure",
+        {"k": 30},
+        description="median over subclasses of the top-k mean of neuron selectivities",
+    ),
+    Measure(
+        "c2",
+        "layer-level silhouette",
+        +1,
+        _HIERARCHY,
+        "activations",
+        "gscore.measures.clustering:c2_measure",
+        {"k": 5},
+        description="median over subclasses of the top-k mean over layers of cosine silhouette values",
+    ),
+    Measure(
+        "c3",
+        "neuron-level variance",
+        +1,
+        _ACTIVATIONS,
+        "activations",
+        "gscore.measures.clustering:c3_measure",
+        {"k": 30},
+        description="mean over classes of the top-k mean of std_class / std_all per neuron",
+    ),
+    Measure(
+        "c4",
+        "layer-level variance",
+        +1,
+        _ACTIVATIONS,
+        "activations",
+        "gscore.measures.clustering:c4_measure",
+        {"k": 5},
+        description="mean over classes of the top-k mean over layers of the std of cosine distances ratio",
+    ),
+    Measure(
+        "random_sharpness",
+        "1/sigma' (random, all weights)",
+        -1,
+        _TRAINING,
+        "perturbation",
+        "gscore.measures.sharpness:random_sharpness_measure",
+        dict(_RANDOM_PARAMETERS),
+        description="inverse of the largest magnitude-aware Gaussian noise scale that costs 0.1 training accuracy",
+    ),
+    Measure(
+        "worst_sharpness",
+        "1/alpha' (worst case, all weights)",
+        -1,
+        _TRAINING,
+        "perturbation",
+        "gscore.measures.sharpness:worst_sharpness_measure",
+        dict(_WORST_PARAMETERS),
+        description="inverse of the largest magnitude-aware box radius whose worst case costs 0.1 training accuracy",
+    ),
+    Measure(
+        "random_sharpness_kernels",
+        "1/sigma'' (random, kernels, batch statistics)",
+        -1,
+        _TRAINING,
+        "perturbation",
+        "gscore.measures.sharpness:random_sharpness_kernels_measure",
+        dict(_RANDOM_PARAMETERS),
+        description="as 1/sigma' perturbing only conv/linear kernels, normalization in batch-statistics mode",
+    ),
+    Measure(
+        "worst_sharpness_kernels",
+        "1/alpha'' (worst case, kernels, batch statistics)",
+        -1,
+        _TRAINING,
+        "perturbation",
+        "gscore.measures.sharpness:worst_sharpness_kernels_measure",
+        dict(_WORST_PARAMETERS),
+        description="as 1/alpha' perturbing only conv/linear kernels, normalization in batch-statistics mode",
+    ),
+]
+
+# Intrinsic dimension of activations (seed 003): TwoNN on held-out data by default.
+_ID_PARAMETERS = {"resamples": 20, "fraction": 0.9, "samples": None, "split": "test", "seed": 0}
+_ID_RULES = {"resamples": "count0", "fraction": "fraction", "samples": "optional_count", "split": "split"}
+_REPRESENTATIONS = frozenset({"representations", "probe"})
+
+_ENTRIES += [
+    Measure(
+        "llid",
+        "last-layer intrinsic dimension (TwoNN)",
+        -1,
+        _REPRESENTATIONS,
+        "representations",
+        "gscore.measures.intrinsic_dimension:llid_measure",
+        dict(_ID_PARAMETERS),
+        dict(_ID_RULES),
+        description="TwoNN intrinsic dimension of the input of the model's last nn.Linear call, mean over "
+        "seeded resamples",
+    ),
+    Measure(
+        "pid",
+        "peak intrinsic dimension over stages (TwoNN)",
+        +1,
+        _REPRESENTATIONS,
+        "representations",
+        "gscore.measures.intrinsic_dimension:pid_measure",
+        dict(_ID_PARAMETERS),
+        dict(_ID_RULES),
+        description="maximum TwoNN intrinsic dimension over the stage outputs and the last-layer input",
+    ),
+    Measure(
+        "id_ratio",
+        "peak / last-layer intrinsic dimension",
+        +1,
+        _REPRESENTATIONS,
+        "representations",
+        "gscore.measures.intrinsic_dimension:id_ratio_measure",
+        dict(_ID_PARAMETERS),
+        dict(_ID_RULES),
+        description="pid / llid",
+    ),
+]
+
+# Tangent-feature alignment (seed 004): the tangent kernel of a seeded class-balanced training sample.
+_NTK_PARAMETERS = {"samples": 100, "split": "train", "seed": 0, "max_outputs": 20, "memory_budget_mb": 1024.0}
+_NTK_RULES = {"split": "split"}
+_TANGENT = frozenset({"model", "probe"})
+
+_ENTRIES += [
+    Measure(
+        "ntk_alignment",
+        "centred tangent-kernel / target alignment",
+        +1,
+        _TANGENT,
+        "tangent_kernel",
+        "gscore.measures.tangent_alignment:ntk_alignment_measure",
+        dict(_NTK_PARAMETERS),
+        dict(_NTK_RULES),
+        description="y^T K_c y / (||K_c||_F ||y||^2) of the tangent kernel over all trainable parameters",
+    ),
+    Measure(
+        "ntk_layer_alignment",
+        "mean per-module tangent-kernel alignment",
+        +1,
+        _TANGENT,
+        "tangent_kernel",
+        "gscore.measures.tangent_alignment:ntk_layer_alignment_measure",
+        dict(_NTK_PARAMETERS),
+        dict(_NTK_RULES),
+        description="the alignment of each module's tangent kernel, averaged over modules with parameters",
+    ),
+    Measure(
+        "ntk_effective_rank",
+        "effective rank of the centred tangent kernel",
+        -1,
+        _TANGENT,
+        "tangent_kernel",
+        "gscore.measures.tangent_alignment:ntk_effective_rank_measure",
+        dict(_NTK_PARAMETERS),
+        dict(_NTK_RULES),
+        description="effective rank of the centred tangent kernel; trace ratios T_40/T_80/T_160 and Tr K / N in meta",
+    ),
+]
+
+MEASURES: dict[str, Measure] = {m.name: m for m in _ENTRIES}
+
+CLUSTERING_MEASURES: tuple[str, ...] = ("c1", "c2", "c3", "c4")
+DEFAULT_MEASURES: tuple[str, ...] = CLUSTERING_MEASURES
+
+
+def orientation(name: str) -> int:
+    """+1 or -1; unknown measures (user-supplied scores) default to +1."""
+    info = MEASURES.get(name)
+    return info.orientation if info else 1

@@ -1,0 +1,81 @@
+"""``create_app(settings)``: the FastAPI application with its routes, error handlers, metrics and reaper."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from gscore.jobstore.broker import create_celery
+from gscore.jobstore.datasets_repo import DatasetsRepo
+from gscore.jobstore.db import make_session_factory
+from gscore.jobstore.dispatch import Dispatcher
+from gscore.jobstore.jobs_repo import JobsRepo
+from gscore.jobstore.reaper import ReaperThread
+from gscore.jobstore.startup import prepare_state
+from gscore.jobstore.storage import Storage
+from gscore.service.context import ServiceContext
+from gscore.service.deps import authenticate
+from gscore.service.metrics import ServiceMetrics
+from gscore.service.problems import install_problem_handlers
+from gscore.service.routes import api_docs, catalog, collections, dashboard, datasets, health, jobs
+from gscore.settings import Settings, get_settings
+
+API_DESCRIPTION = (
+    "Generalization scores for trained image classifiers. Submit a checkpoint with `POST /v1/jobs`, poll "
+    "`GET /v1/jobs/{id}`. Errors are RFC 9457 `application/problem+json` documents."
+)
+
+
+def build_context(settings: Settings) -> ServiceContext:
+    prepare_state(settings)  # the schema and the embedded broker's tables, once under locks, before serving
+    sessions = make_session_factory(
+        settings.resolved_database_url, migrate=False, timeout_seconds=settings.database_timeout_seconds
+    )
+    repo = JobsRepo(sessions)
+    storage = Storage(settings.resolved_storage_dir)
+    return ServiceContext(
+        settings=settings,
+        sessions=sessions,
+        repo=repo,
+        datasets=DatasetsRepo(sessions, storage),
+        storage=storage,
+        dispatcher=Dispatcher(create_celery(settings), settings.test_fault),
+        metrics=ServiceMetrics(repo),
+    )
+
+
+def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> FastAPI:
+    """The API for ``settings`` (default: from the environment)."""
+    context = build_context(settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        reaper = None
+        if run_reaper:
+            reaper = ReaperThread.from_settings(context.repo, context.dispatcher, context.settings)
+            reaper.start()  # its first pass publishes every queued job again (in its own thread)
+        try:
+            yield
+        finally:
+            if reaper is not None:
+                reaper.stop()
+            context.dispatcher.shutdown()
+
+    app = FastAPI(  # /docs and /redoc are served offline by service.routes.api_docs
+        title="gscore",
+        version="1",
+        description=API_DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    install_problem_handlers(app)
+    app.middleware("http")(context.metrics.middleware)
+    for module in (jobs, collections, datasets, catalog):  # /v1: an API key once any exists (service.deps)
+        app.include_router(module.router, dependencies=[Depends(authenticate)])
+    for module in (health, api_docs, dashboard):  # open: probes, /docs, the dashboard's static files
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,227 @@
+"""Turning a validated upload into a job: dedupe against succeeded jobs, record it, publish it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gscore.errors import CheckpointError, SpecError
+from gscore.inputs.checkpoints.format import checkpoint_format_problem
+from gscore.inputs.checkpoints.upload_checks import check_checkpoint_upload, check_model_upload
+from gscore.jobstore.collection_rules import admit
+from gscore.jobstore.db import Job, utcnow
+from gscore.jobstore.dedupe import dedupe_key, duplicate_result
+from gscore.jobstore.jobs_repo import QUEUED, SUCCEEDED, CancelConflict
+from gscore.jobstore.keys import KEYLESS, Principal
+from gscore.jobstore.specs import JobSpec, normalized_spec, parse_flag, parse_meta, parse_spec, score_request
+from gscore.jobstore.storage import UploadSink
+from gscore.service.context import ServiceContext
+from gscore.service.multipart import UploadedForm
+from gscore.service.problems import Problem
+
+log = logging.getLogger("gscore.service")
+FILE_FIELDS = ("checkpoint", "model")  # a state_dict checkpoint (with an arch), or an .onnx model
+ALLOWED_FIELDS = {
+    "checkpoint",
+    "model",
+    "replace",
+    "spec",
+    "collection",
+    "model_name",
+    "hyperparameters",
+    "test_accuracy",
+    "train_accuracy",
+}
+FINGERPRINT_FIELDS = (
+    "dedupe_key",
+    "collection",
+    "model_name",
+    "hyperparameters",
+    "test_accuracy",
+    "train_accuracy",
+)
+
+
+@dataclass
+class Submission:
+    """A parsed (not yet engine-validated) submission: its stored spec, job fields and fingerprint."""
+
+    sink: UploadSink
+    spec: JobSpec
+    stored_spec: dict[str, Any]
+    dataset_path: Path | None
+    fields: dict[str, Any]
+    is_onnx: bool = False  # the upload is a `model` part (.onnx), not a `checkpoint`
+    replace: bool = False  # `replace=true`: the job replaces its collection's entry of the same model name
+
+    @property
+    def fingerprint(self) -> tuple[Any, ...]:
+        return submission_fingerprint(self.fields)
+
+
+def submission_fingerprint(fields: dict[str, Any]) -> tuple[Any, ...]:
+    """What an Idempotency-Key replay must repeat: the checkpoint + spec (dedupe key) and the model entry."""
+    return tuple(fields.get(name) for name in FINGERPRINT_FIELDS)
+
+
+def job_fingerprint(job: Job) -> tuple[Any, ...]:
+    return tuple(getattr(job, name) for name in FINGERPRINT_FIELDS)
+
+
+def parse_submission(ctx: ServiceContext, form: UploadedForm, caller: Principal = KEYLESS) -> Submission:
+    """Check the form's fields and the checkpoint's format; resolve the dataset (one ``caller`` may use).
+    No engine validation. The job's fields file it under ``caller.owner``."""
+    unknown = sorted(set(form.fields) - ALLOWED_FIELDS)
+    if unknown:
+        raise SpecError(
+            f"unknown form field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(ALLOWED_FIELDS))}",
+            field=unknown[0],
+        )
+    sent = [name for name in FILE_FIELDS if name in form.files]
+    if len(sent) != 1:
+        raise SpecError(
+            "send one file: 'checkpoint' (a state_dict, with spec.arch) or 'model' (an .onnx file)"
+            + (", not both" if sent else ""),
+            field="checkpoint",
+        )
+    is_onnx = sent == ["model"]
+    _, sink = form.files[sent[0]]
+    if sink.size == 0:
+        raise CheckpointError(f"the {sent[0]} file is empty")
+    refusal = None if is_onnx else checkpoint_format_problem(sink.head, sink.size)
+    if refusal:
+        raise CheckpointError(refusal)
+    spec = parse_spec(form.fields.get("spec"), onnx_model=is_onnx)
+    meta = parse_meta(form.fields)
+    replace = parse_flag(form.fields.get("replace"), "replace")
+    from gscore.inputs.datasets import BUILTIN_DATASET_NAMES
+
+    dataset_sha, dataset_path = ctx.datasets.resolve(spec.dataset, BUILTIN_DATASET_NAMES, caller.visible_to)
+    stored = normalized_spec(spec, dataset_sha)
+    fields: dict[str, Any] = {
+        "queue": ctx.settings.default_queue,
+        "checkpoint_sha256": sink.sha256,
+        "checkpoint_size": sink.size,
+        "spec": stored,
+        "dedupe_key": dedupe_key(sink.sha256, stored),
+        "collection": meta.collection,
+        "model_name": meta.model_name or f"{'onnx' if is_onnx else 'ckpt'}-{sink.sha256[:12]}",
+        "hyperparameters": meta.hyperparameters,
+        "test_accuracy": meta.test_accuracy,
+        "train_accuracy": meta.train_accuracy,
+        "owner": caller.owner,
+    }
+    return Submission(sink, spec, stored, dataset_path, fields, is_onnx=is_onnx, replace=replace)
+
+
+def idempotent_replay(earlier: Job, submission: Submission, key: str) -> Job:
+    """The job an Idempotency-Key answered first, if this request repeats it; else 422."""
+    if job_fingerprint(earlier) != submission.fingerprint:
+        raise Problem(
+            422,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            f"the Idempotency-Key {key!r} was used for job {earlier.id} with another checkpoint, spec "
+            "or model entry; use a new key for a new submission",
+            field="Idempotency-Key",
+        )
+    return earlier
+
+
+def create_job(
+    ctx: ServiceContext, form: UploadedForm, idempotency_key: str | None = None, caller: Principal = KEYLESS
+) -> Job:
+    """Validate the form, store the checkpoint, and create the job (queued, or succeeded when deduplicated).
+
+    With an ``idempotency_key`` that another request claimed first, this request's job is discarded and
+    the first job is answered (or 422 when the bodies differ). Blocking (database, file moves, broker):
+    call it from a worker thread.
+    """
+    submission = parse_submission(ctx, form, caller)
+    from gscore.pipeline import validate_request
+
+    sink = submission.sink
+    validate_request(score_request(submission.stored_spec, sink.path, ctx.settings, submission.dataset_path))
+    if submission.is_onnx:
+        check_model_upload(sink.path, ctx.settings.max_upload_bytes)
+    else:
+        check_checkpoint_upload(sink.path, submission.stored_spec["arch"])
+    ctx.storage.keep_checkpoint(sink)
+    fields = submission.fields
+    earlier_result = duplicate_result(
+        ctx.repo, fields["dedupe_key"], owner=caller.owner
+    )  # never another team's
+    if earlier_result is not None:
+        job = ctx.repo.create(
+            state=SUCCEEDED,
+            result=earlier_result,
+            progress_stage="deduplicated",
+            finished_at=utcnow(),
+            **fields,
+        )
+        winner = _claim_key(ctx, idempotency_key, job, submission)
+        if winner is not job:
+            return winner
+        _admit_to_collection(ctx, job, submission, idempotency_key)
+        ctx.metrics.submitted.labels("deduplicated").inc()
+        log.info("job %s: deduplicated from %s", job.id, earlier_result["meta"]["deduplicated_from"])
+        return job
+    job = ctx.repo.create(state=QUEUED, progress_stage="queued", **fields)
+    winner = _claim_key(ctx, idempotency_key, job, submission)
+    if winner is not job:
+        return winner
+    _admit_to_collection(ctx, job, submission, idempotency_key)
+    # the row is committed: from here the job is guaranteed to run (the job table is the outbox; a publish
+    # that fails or never happens is repeated by the reaper), so the answer is 202 even while the broker
+    # is down or hung, and the request never waits on the broker
+    ctx.dispatcher.publish_soon(job.id, job.queue)
+    ctx.metrics.submitted.labels("queued").inc()
+    log.info("job %s: queued on %s", job.id, job.queue)
+    return job
+
+
+def _claim_key(ctx: ServiceContext, key: str | None, job: Job, submission: Submission) -> Job:
+    """Record ``key -> job`` before the job is published; a concurrent request with the key may win."""
+    if not key:
+        return job
+    winner_id = ctx.repo.remember_idempotency_key(key, job.id, job.owner)  # keys are scoped per owner
+    if winner_id == job.id:
+        return job
+    ctx.repo.delete_unpublished(job.id)  # never published: no worker knows it
+    winner = ctx.repo.get(winner_id)
+    if winner is None:
+        raise Problem(
+            409,
+            "idempotency-key-in-use",
+            "Idempotency-Key in use",
+            f"another request with the Idempotency-Key {key!r} is being processed; retry",
+        )
+    return idempotent_replay(winner, submission, key)
+
+
+def _admit_to_collection(ctx: ServiceContext, job: Job, submission: Submission, key: str | None) -> None:
+    """409 (and the unpublished ``job`` removed) when it cannot join its collection; else cancel the live
+    jobs it replaces (``replace=true``). Checked after the job is in the table, so of two racing
+    submissions that conflict at least one sees the other; a concurrent retry with the same
+    Idempotency-Key and body is no conflict (the key race answers it)."""
+    if job.collection is None:
+        return
+    rows = ctx.repo.collection_rows(job.collection, job.owner)
+    same_request = (
+        (lambda other: job_fingerprint(other) == submission.fingerprint) if key else (lambda _: False)
+    )
+    admission = admit(job, rows, replace=submission.replace, same_request=same_request)
+    if admission.conflict is not None:
+        ctx.repo.delete_unpublished(job.id)
+        if key:
+            ctx.repo.forget_idempotency_key(key, job.id, job.owner)
+        conflict = admission.conflict
+        raise Problem(409, conflict.type, conflict.title, conflict.detail, field=conflict.field)
+    for old in admission.replaced:
+        try:
+            ctx.repo.request_cancel(old.id)
+        except CancelConflict:  # it finished meanwhile: it stays out of the collection all the same
+            pass
+        log.info("job %s: replaces job %s in collection %r", job.id, old.id, job.collection)

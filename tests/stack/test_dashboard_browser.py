@@ -1,0 +1,322 @@
+"""The dashboard and the offline API docs in a real headless Chromium (Debian's ``chromium``, driven by
+Playwright with the system browser) against a real API + worker with a small scored collection.
+
+Every page is checked for console errors, uncaught exceptions and requests to any host but the service
+(those are aborted, so the test also proves the pages work offline). With ``GSCORE_UPDATE_SCREENSHOTS=1``
+the screenshots are written to ``docs/screenshots/`` (the README shows them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import DIGITS_ARCH, REPO_ROOT, Stack, start_stack, submit_job, wait_for_job
+
+CHROMIUM = Path(os.environ.get("GSCORE_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+JOB_DELAY_SECONDS = 3  # each job first reports a test-delay stage second by second: visible progress
+GRID = [{"lr": lr, "batch_size": bs} for lr in (0.01, 0.1) for bs in (32, 64)]
+SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)"
+)
+
+
+@dataclass
+class Watch:
+    """What one page did that it must not: console errors, uncaught exceptions, requests elsewhere."""
+
+    origin: str
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    foreign_requests: list[str] = field(default_factory=list)
+
+    def assert_clean(self) -> None:
+        assert self.foreign_requests == [], self.foreign_requests
+        assert self.console_errors == [], self.console_errors
+        assert self.page_errors == [], self.page_errors
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_stack(
+        tmp_path_factory.mktemp("dashboard"), GSCORE_TEST_JOB_DELAY_SECONDS=str(JOB_DELAY_SECONDS)
+    )
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser: Any, stack: Stack) -> Iterator[tuple[Any, Watch]]:
+    """A fresh page whose requests off the service are recorded and aborted."""
+    watch = Watch(origin=urlsplit(stack.url).netloc)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+
+    def route(request_route: Any) -> None:
+        url = request_route.request.url
+        if url.startswith(("data:", "blob:")) or urlsplit(url).netloc == watch.origin:
+            request_route.continue_()
+        else:
+            watch.foreign_requests.append(url)
+            request_route.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("console", lambda msg: watch.console_errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: watch.page_errors.append(str(exc)))
+    yield page, watch
+    context.close()
+
+
+def screenshot(page: Any, name: str, tmp_path: Path) -> None:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000  # a rendered page, not a blank one
+    if os.environ.get("GSCORE_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, SCREENSHOTS / f"{name}.png")
+
+
+@dataclass
+class Collection:
+    name: str
+    job_ids: list[str]
+    progress_seen: list[tuple[str, str, str]]  # (state, stage text, progress value) seen in the browser
+
+
+@pytest.fixture(scope="module")
+def collection(stack: Stack, digits_checkpoint: Path, browser: Any) -> Collection:
+    """Four models (a 2x2 lr x batch_size grid) scored by the real worker; while the first runs, the jobs
+    page is watched in the browser and what its row shows is recorded."""
+    name = f"sweep-{uuid.uuid4().hex[:6]}"
+    job_ids = []
+    with stack.client() as client:
+        for index, hyperparameters in enumerate(GRID):
+            spec = {
+                "arch": DIGITS_ARCH,
+                "dataset": "digits",
+                "measures": ["c3", "c4"],
+                "samples_per_class": 10,
+                # distinct jobs on one probe (a collection refuses a second probe, e.g. another seed)
+                "params": {"c3": {"k": 5 + index}},
+            }
+            response = submit_job(
+                client,
+                digits_checkpoint,
+                spec,
+                collection=name,
+                model_name=f"lr{hyperparameters['lr']}-bs{hyperparameters['batch_size']}",
+                hyperparameters=json.dumps(hyperparameters),
+                test_accuracy=str(0.5 + 0.1 * index - 0.05 * (index % 2)),
+                train_accuracy=str(0.99 + 0.002 * index),  # all pass the 0.99 training protocol
+            )
+            assert response.status_code == 202, response.text
+            job_ids.append(response.json()["id"])
+
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{stack.url}/#/jobs")
+        row = page.locator(f'tr[data-job="{job_ids[0]}"]')
+        seen: list[tuple[str, str, str]] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            state = row.locator("td.state").inner_text(timeout=10_000)
+            bar = row.locator("td.progress progress")
+            value = bar.get_attribute("value") if bar.count() else ""
+            stage = row.locator("td.progress .stage").inner_text() if bar.count() else ""
+            if not seen or seen[-1] != (state, stage, value or ""):
+                seen.append((state, stage, value or ""))
+            if state == "succeeded":
+                break
+            time.sleep(0.25)
+        context.close()
+        for job_id in job_ids:
+            assert wait_for_job(client, job_id, ("succeeded",), timeout=120)["state"] == "succeeded"
+    return Collection(name, job_ids, seen)
+
+
+def test_jobs_page_shows_live_progress(collection: Collection) -> None:
+    """The first job's row went queued -> running with its progress advancing (several distinct values
+    of the test-delay stage, read from the page as it polled) -> succeeded, without a reload."""
+    states = [state for state, _, _ in collection.progress_seen]
+    assert states[-1] == "succeeded"
+    running = [(stage, value) for state, stage, value in collection.progress_seen if state == "running"]
+    delay_values = {value for stage, value in running if stage.startswith("test-delay")}
+    assert len(delay_values) >= 2, collection.progress_seen
+    assert all(
+        stage.endswith(f"/{JOB_DELAY_SECONDS}") for stage, _ in running if stage.startswith("test-delay")
+    )
+
+
+def test_dashboard_lists_the_collection(
+    page: tuple[Any, Watch], stack: Stack, collection: Collection, tmp_path: Path
+) -> None:
+    browser_page, watch = page
+    browser_page.goto(f"{stack.url}/")
+    row = browser_page.locator(f'#collections tr[data-collection="{collection.name}"]')
+    row.wait_for()
+    assert row.locator("td.models").inner_text() == str(len(GRID))
+    assert "digits train, 10/class" in row.inner_text()
+    assert "4 succeeded" in row.inner_text()
+    screenshot(browser_page, "dashboard-collections", tmp_path)
+    watch.assert_clean()
+
+
+def test_collection_page_models_plots_and_kendall_table(
+    page: tuple[Any, Watch], stack: Stack, collection: Collection, tmp_path: Path
+) -> None:
+    browser_page, watch = page
+    with stack.client() as client:
+        models = client.get(f"/v1/collections/{collection.name}").json()["models"]
+        ranking = client.get(f"/v1/collections/{collection.name}/ranking").json()
+    browser_page.goto(f"{stack.url}/#/collections/{collection.name}")
+    browser_page.locator("table.kendall").wait_for()
+
+    # every model, with its scores as the API has them
+    rows = browser_page.locator("table.models tbody tr")
+    assert sorted(rows.evaluate_all("rows => rows.map(r => r.dataset.model)")) == sorted(
+        m["model_name"] for m in models
+    )
+    for model in models:
+        for measure, value in model["scores"].items():
+            cell = browser_page.locator(
+                f'table.models tr[data-model="{model["model_name"]}"] td[data-measure="{measure}"]'
+            )
+            assert float(cell.get_attribute("data-value")) == value
+
+    # the Kendall table holds exactly the JSON ranking's coefficients
+    columns = [*ranking["axes"], "total", "tau"]
+    intervals_shown = 0
+    assert set(ranking["measures"]) == {"c3", "c4"}
+    for measure, entry in ranking["measures"].items():
+        expected = {**{axis: entry["psi"][axis] for axis in ranking["axes"]}, "total": entry["psi"]["total"]}
+        expected["tau"] = entry["tau"]
+        for column in columns:
+            cell = browser_page.locator(
+                f'table.kendall tr[data-measure="{measure}"] td[data-column="{column}"]'
+            )
+            shown = cell.get_attribute("data-value")
+            if expected[column] is None:
+                assert shown == "" and cell.inner_text() == "n/a"
+            else:
+                assert float(shown) == expected[column]
+                assert cell.inner_text().split()[0] == f"{expected[column]:.2f}"
+            low, high = (entry.get("ci_low") or {}).get(column), (entry.get("ci_high") or {}).get(column)
+            if low is not None and high is not None:  # the interval under the value
+                ci = cell.locator(".ci")
+                assert (float(ci.get_attribute("data-ci-low")), float(ci.get_attribute("data-ci-high"))) == (
+                    low,
+                    high,
+                )
+                intervals_shown += 1
+
+    assert intervals_shown > 0  # the ranking's default bootstrap gives at least tau an interval
+
+    # one rendered plotly scatter per measure, a point per model, coloured by the first hyperparameter
+    for measure in ranking["measures"]:
+        plot = browser_page.locator(f'.plot[data-measure="{measure}"]')
+        plot.locator(".main-svg").first.wait_for()
+        assert plot.locator(".scatterlayer .point").count() == len(GRID)
+        assert plot.locator(".legend .traces").count() == 2  # lr: 0.01 and 0.1
+        x_title = plot.locator(".xtitle").text_content()
+        assert x_title.startswith(measure) and "predicts better generalization" in x_title
+    browser_page.select_option("select.color-by", "batch_size")
+    legend = browser_page.locator('.plot[data-measure="c3"] .legend .traces')
+    assert legend.evaluate_all("items => items.map(i => i.textContent)") == [
+        "batch_size = 32",
+        "batch_size = 64",
+    ]
+
+    # sorting by a score orders the rows by it
+    browser_page.locator('table.models th[data-key="m:c3"]').click()
+    shown = rows.evaluate_all("rows => rows.map(r => r.dataset.model)")
+    assert shown == [m["model_name"] for m in sorted(models, key=lambda m: m["scores"]["c3"])]
+    browser_page.fill("input.filter", "bs64")
+    assert rows.count() == 2
+    browser_page.fill("input.filter", "")
+    screenshot(browser_page, "dashboard-collection", tmp_path)
+    watch.assert_clean()
+
+
+def test_job_page_shows_the_result(
+    page: tuple[Any, Watch], stack: Stack, collection: Collection, tmp_path: Path
+) -> None:
+    browser_page, watch = page
+    with stack.client() as client:
+        job = client.get(f"/v1/jobs/{collection.job_ids[0]}").json()
+    browser_page.goto(f"{stack.url}/#/jobs/{job['id']}")
+    browser_page.locator("table.scores").wait_for()
+    assert browser_page.locator("dd.state").inner_text().startswith("succeeded")
+    for measure, value in job["result"]["scores"].items():
+        row = browser_page.locator(f'table.scores tr[data-measure="{measure}"]')
+        assert float(row.locator("td.num").inner_text()) == pytest.approx(value, rel=1e-5)
+    browser_page.goto(f"{stack.url}/#/jobs")
+    browser_page.locator(f'tr[data-job="{job["id"]}"]').wait_for()
+    screenshot(browser_page, "dashboard-jobs", tmp_path)
+    watch.assert_clean()
+
+
+def test_failed_job_page_shows_its_error(page: tuple[Any, Watch], stack: Stack, tmp_path: Path) -> None:
+    """A checkpoint whose weights do not fit its architecture fails in the worker; the page shows why."""
+    import torch
+
+    from gscore.models import build_model
+
+    # a torch.save file (a safetensors header would be refused at submission): the worker fails it
+    wrong = tmp_path / "wider.pt"
+    torch.save(build_model({**DIGITS_ARCH, "width": 4}).state_dict(), wrong)
+    with stack.client() as client:
+        response = submit_job(client, wrong, {"arch": DIGITS_ARCH, "dataset": "digits", "measures": ["c3"]})
+        assert response.status_code == 202, response.text
+        failed = wait_for_job(client, response.json()["id"], ("failed",))
+    browser_page, watch = page
+    browser_page.goto(f"{stack.url}/#/jobs/{failed['id']}")
+    alert = browser_page.locator('.error[role="alert"]')
+    alert.wait_for()
+    assert failed["error"]["title"] in alert.inner_text()
+    assert failed["error"]["detail"] in alert.inner_text()
+    watch.assert_clean()
+
+
+def test_api_docs_render_offline(page: tuple[Any, Watch], stack: Stack) -> None:
+    browser_page, watch = page
+    with stack.client() as client:
+        schema = client.get("/openapi.json").json()
+    operations = sum(len(item) for item in schema["paths"].values())
+    browser_page.goto(f"{stack.url}/docs")
+    browser_page.locator(".opblock").first.wait_for()
+    assert browser_page.locator(".opblock").count() == operations
+    assert "Submit a checkpoint (or an .onnx model) for scoring" in browser_page.inner_text("body")
+    browser_page.goto(f"{stack.url}/redoc")
+    browser_page.locator(
+        "h2", has_text="Submit a checkpoint (or an .onnx model) for scoring"
+    ).first.wait_for()
+    assert browser_page.locator("h2", has_text="A job's state and result").count() == 1
+    watch.assert_clean()
