@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("GSCORE_TEST_JOB_DELAY_SECONDS", "test_job_delay_seconds"),
         description="TEST HOOK: a worker waits this long (honouring cancel) before scoring. Keep 0.",
     )
+    test_job_gate_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("GSCORE_TEST_JOB_GATE_DIR", "test_job_gate_dir"),
+        description="TEST HOOK: a worker holds each job in stage 'test-gate' and advances one step per file "
+        "the test creates in this folder ('1', '2', '3'; 'open' passes every step). Keep unset.",
+    )
     test_fault: str = Field(
         "",
         validation_alias=AliasChoices("GSCORE_TEST_FAULT", "test_fault"),

@@ -177,6 +177,7 @@ def wait_for_log(
 def new_stack(data_dir: Path, **overrides: str) -> ChaosStack:
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = {
+        "GSCORE_LEASE_SECONDS": "3",
         "GSCORE_REPUBLISH_AFTER_SECONDS": str(REPUBLISH_AFTER_SECONDS),
         "GSCORE_BROKER_TIMEOUT_SECONDS": "2",
     }

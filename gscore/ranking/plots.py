@@ -65,13 +65,17 @@ def coefficient_interval(entry: dict[str, Any], key: str) -> tuple[float, float]
     return None
 
 
-def tau_text(entry: dict[str, Any]) -> str:
-    """``tau = 0.53 [0.21, 0.80]``, ``tau = 0.53`` without an interval, ``tau n/a`` without a value."""
+def tau_text(entry: dict[str, Any], level: float | None = None) -> str:
+    """``tau = 0.53 [0.21, 0.80]`` (``... 95% CI`` with ``level`` 0.95), ``tau = 0.53`` without an
+    interval, ``tau n/a`` without a value."""
     tau = entry.get("tau")
     if tau is None:
         return "tau n/a"
     interval = coefficient_interval(entry, "tau")
-    return f"tau = {tau:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+    if interval is None:
+        return f"tau = {tau:.2f}"
+    level_text = f" {level:.0%} CI" if level is not None else ""
+    return f"tau = {tau:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]{level_text}"
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
@@ -141,6 +145,8 @@ def plot_measures(
     canvas = FigureCanvasAgg(figure)
     columns = min(len(measures), MAX_COLUMNS)
     rows = -(-len(measures) // MAX_COLUMNS)
+    level = result.get("bootstrap", {}).get("level")
+    titles: list[str] = []
     for position, measure in enumerate(measures):
         axes = figure.add_subplot(rows, columns, position + 1)
         usable = [
@@ -152,7 +158,9 @@ def plot_measures(
         entry = result["measures"][measure]
         left_out = len(usable) - len(points)
         left_out_text = f", {left_out} beyond 1e300 not drawn" if left_out else ""
-        axes.set_title(f"{measure}\n{tau_text(entry)} (n = {entry['n_models']}{left_out_text})", fontsize=10)
+        title = f"{measure}\n{tau_text(entry, level)} (n = {entry['n_models']}{left_out_text})"
+        titles.append(title)
+        axes.set_title(title, fontsize=10)
         axes.set_xlabel(orientation_label(measure), fontsize=9)
         axes.set_ylabel(_TARGET_LABELS[target], fontsize=9)
         axes.tick_params(labelsize=8)
@@ -172,7 +180,8 @@ def plot_measures(
                 fontsize=9,
             )
     buffer = io.BytesIO()
-    canvas.print_png(buffer)
+    # the panels' titles also as the PNG's Title text (readable without looking at the pixels)
+    canvas.print_png(buffer, metadata={"Title": "\n\n".join(titles)})
     return buffer.getvalue()
 
 

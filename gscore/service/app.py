@@ -20,6 +20,7 @@ from gscore.service.deps import authenticate
 from gscore.service.metrics import ServiceMetrics
 from gscore.service.problems import install_problem_handlers
 from gscore.service.routes import api_docs, catalog, collections, dashboard, datasets, health, jobs
+from gscore.service.warmup import EngineWarmup
 from gscore.settings import Settings, get_settings
 
 API_DESCRIPTION = (
@@ -35,6 +36,8 @@ def build_context(settings: Settings) -> ServiceContext:
     )
     repo = JobsRepo(sessions)
     storage = Storage(settings.resolved_storage_dir)
+    warmup = EngineWarmup()
+    warmup.start()  # the engine's imports, in their own thread: /readyz says "warming" until they are done
     return ServiceContext(
         settings=settings,
         sessions=sessions,
@@ -43,6 +46,7 @@ def build_context(settings: Settings) -> ServiceContext:
         storage=storage,
         dispatcher=Dispatcher(create_celery(settings), settings.test_fault),
         metrics=ServiceMetrics(repo),
+        warmup=warmup,
     )
 
 

@@ -12,6 +12,7 @@ from gscore.jobstore.dispatch import Dispatcher
 from gscore.jobstore.jobs_repo import JobsRepo
 from gscore.jobstore.storage import Storage
 from gscore.service.metrics import ServiceMetrics
+from gscore.service.warmup import EngineWarmup
 from gscore.settings import Settings
 
 
@@ -24,6 +25,7 @@ class ServiceContext:
     storage: Storage
     dispatcher: Dispatcher
     metrics: ServiceMetrics
+    warmup: EngineWarmup
 
 
 def get_context(request: Request) -> ServiceContext:

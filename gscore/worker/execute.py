@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -78,6 +79,21 @@ def _test_delay(seconds: float, progress: ProgressWriter, heartbeat: Heartbeat) 
         time.sleep(min(0.1, max(remaining, 0)))
 
 
+TEST_GATE_STEPS = 3
+
+
+def _test_gate(gate: Path, progress: ProgressWriter, heartbeat: Heartbeat) -> None:
+    """TEST HOOK (GSCORE_TEST_JOB_GATE_DIR): report stage ``test-gate`` and take step ``i`` only once the
+    test has created the file ``gate/i`` (or ``gate/open``), honouring cancel: progress a test can watch
+    step by step, whatever the machine's load."""
+    for step in range(TEST_GATE_STEPS):
+        while not ((gate / str(step + 1)).exists() or (gate / "open").exists()):
+            progress("test-gate", step, TEST_GATE_STEPS)
+            if heartbeat.should_cancel():
+                raise JobCancelled("the job was cancelled")
+            time.sleep(0.05)
+
+
 def _score(job: Job, ctx: WorkerContext, progress: ProgressWriter, heartbeat: Heartbeat) -> dict[str, Any]:
     from gscore.pipeline import score
 
@@ -109,6 +125,8 @@ def _outcome(
             return SUCCEEDED, earlier_result, None
         if ctx.settings.test_job_delay_seconds > 0:
             _test_delay(ctx.settings.test_job_delay_seconds, progress, heartbeat)
+        if ctx.settings.test_job_gate_dir is not None:
+            _test_gate(ctx.settings.test_job_gate_dir, progress, heartbeat)
         return SUCCEEDED, _score(job, ctx, progress, heartbeat), None
     except JobCancelled as exc:
         if heartbeat.lease_lost and not heartbeat.cancel_requested:

@@ -56,7 +56,9 @@ def inprocess_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
-    return create_app(inprocess_settings(tmp_path_factory.mktemp("inprocess")), run_reaper=False)
+    app = create_app(inprocess_settings(tmp_path_factory.mktemp("inprocess")), run_reaper=False)
+    assert app.state.context.warmup.wait(120), "the engine warm-up did not finish"
+    return app
 
 
 @pytest.fixture()
@@ -422,7 +424,7 @@ def test_wrong_method_and_readiness(client: TestClient) -> None:
     wrong = client.put("/v1/jobs/x")
     assert wrong.status_code == 405 and wrong.json()["type"] == "about:blank"
     assert wrong.headers["content-type"].startswith("application/problem+json")
-    checks = {"database": "ok", "broker": "ok", "storage": "ok"}
+    checks = {"database": "ok", "broker": "ok", "storage": "ok", "engine": "ok"}
     assert client.get("/readyz").json() == {"status": "ready", "checks": checks}
     metrics = client.get("/metrics").text
     assert 'gscore_http_requests_total{method="PUT",route="/v1/jobs/{job_id}",status="405"}' in metrics

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-JOB_DELAY_SECONDS = 3  # each job first reports a test-delay stage second by second: visible progress
+GATE_STEPS = (
+    3  # each job holds in stage test-gate and takes a step per file the test creates (worker test hook)
+)
+STATE_TIMEOUT_SECONDS = 120  # the bound on waiting for a state to show, never the reason it shows
 GRID = [{"lr": lr, "batch_size": bs} for lr in (0.01, 0.1) for bs in (32, 64)]
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 
@@ -57,10 +60,14 @@ class Watch:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(
-        tmp_path_factory.mktemp("dashboard"), GSCORE_TEST_JOB_DELAY_SECONDS=str(JOB_DELAY_SECONDS)
-    )
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The worker's gate folder: a job takes gate step i once the file ``i`` exists (``open``: all steps)."""
+    return tmp_path_factory.mktemp("gate")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, gate: Path) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("dashboard"), GSCORE_TEST_JOB_GATE_DIR=str(gate))
     yield stack
     stack.stop()
 
@@ -112,9 +119,10 @@ class Collection:
 
 
 @pytest.fixture(scope="module")
-def collection(stack: Stack, digits_checkpoint: Path, browser: Any) -> Collection:
+def collection(stack: Stack, gate: Path, digits_checkpoint: Path, browser: Any) -> Collection:
     """Four models (a 2x2 lr x batch_size grid) scored by the real worker; while the first runs, the jobs
-    page is watched in the browser and what its row shows is recorded."""
+    page is watched in the browser and what its row shows is recorded. The first job is held at each step of
+    its gate until the page has shown that step, so every step is seen however loaded the machine is."""
     name = f"sweep-{uuid.uuid4().hex[:6]}"
     job_ids = []
     with stack.client() as client:
@@ -145,17 +153,26 @@ def collection(stack: Stack, digits_checkpoint: Path, browser: Any) -> Collectio
         page.goto(f"{stack.url}/#/jobs")
         row = page.locator(f'tr[data-job="{job_ids[0]}"]')
         seen: list[tuple[str, str, str]] = []
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            state = row.locator("td.state").inner_text(timeout=10_000)
-            bar = row.locator("td.progress progress")
-            value = bar.get_attribute("value") if bar.count() else ""
-            stage = row.locator("td.progress .stage").inner_text() if bar.count() else ""
-            if not seen or seen[-1] != (state, stage, value or ""):
-                seen.append((state, stage, value or ""))
-            if state == "succeeded":
-                break
-            time.sleep(0.25)
+
+        def watch_until(done: Callable[[tuple[str, str, str]], bool]) -> None:
+            deadline = time.monotonic() + STATE_TIMEOUT_SECONDS
+            while time.monotonic() < deadline:
+                state = row.locator("td.state").inner_text(timeout=10_000)
+                bar = row.locator("td.progress progress")
+                value = (bar.get_attribute("value") or "") if bar.count() else ""
+                stage = row.locator("td.progress .stage").inner_text() if bar.count() else ""
+                if not seen or seen[-1] != (state, stage, value):
+                    seen.append((state, stage, value))
+                if done(seen[-1]):
+                    return
+                time.sleep(0.1)
+            raise AssertionError(f"the jobs page never showed the awaited state; it showed {seen}")
+
+        for step in range(GATE_STEPS):  # the page shows step `step`, then the job may take the next one
+            watch_until(lambda shown, step=step: shown[0] == "running" and shown[2] == str(step))
+            (gate / str(step + 1)).touch()
+        (gate / "open").touch()  # the other jobs pass their gates at once
+        watch_until(lambda shown: shown[0] == "succeeded")
         context.close()
         for job_id in job_ids:
             assert wait_for_job(client, job_id, ("succeeded",), timeout=120)["state"] == "succeeded"
@@ -163,15 +180,15 @@ def collection(stack: Stack, digits_checkpoint: Path, browser: Any) -> Collectio
 
 
 def test_jobs_page_shows_live_progress(collection: Collection) -> None:
-    """The first job's row went queued -> running with its progress advancing (several distinct values
-    of the test-delay stage, read from the page as it polled) -> succeeded, without a reload."""
+    """The first job's row went running with its progress advancing through every step of its gate (read
+    from the page as it polled) -> succeeded, without a reload."""
     states = [state for state, _, _ in collection.progress_seen]
-    assert states[-1] == "succeeded"
+    assert states[-1] == "succeeded", collection.progress_seen
     running = [(stage, value) for state, stage, value in collection.progress_seen if state == "running"]
-    delay_values = {value for stage, value in running if stage.startswith("test-delay")}
-    assert len(delay_values) >= 2, collection.progress_seen
-    assert all(
-        stage.endswith(f"/{JOB_DELAY_SECONDS}") for stage, _ in running if stage.startswith("test-delay")
+    gate_values = [value for stage, value in running if stage.startswith("test-gate")]
+    assert gate_values == [str(step) for step in range(GATE_STEPS)], collection.progress_seen
+    assert all(stage.endswith(f"/{GATE_STEPS}") for stage, _ in running if stage.startswith("test-gate")), (
+        running
     )
 
 

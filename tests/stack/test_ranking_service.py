@@ -1,17 +1,21 @@
-"""Issue 5 end to end: the digits experiment (--quick) against a real embedded service, the ranking
+"""End to end: the digits experiment (--quick) against a real embedded service, the ranking
 endpoint equal to the offline `gscore rank`, the plot endpoint, and the `gscore ranking` verb."""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import REPO_ROOT, Stack
+from PIL import Image
 
 from gscore.cli.main import main as gscore_main
+from gscore.ranking.plots import tau_text
 
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 import digits_zoo  # noqa: E402
@@ -185,11 +189,18 @@ def test_table_verb_reports_unreachable_service(capsys, monkeypatch):
     assert "cannot reach" in capsys.readouterr().err
 
 
+def png_title(response: httpx.Response) -> str:
+    """The Title text chunk of a PNG answer (``plot_measures`` writes the panels' titles there)."""
+    return Image.open(io.BytesIO(response.content)).text["Title"]
+
+
 def test_plot_titles_follow_the_rankings_protocol_parameters(
     quick_zoo, embedded_stack: Stack, tmp_path, capsys
 ):
-    """The plot endpoint takes the ranking's min_train_accuracy/level/n_resamples/seed (its titles show tau
-    and its interval), and `gscore ranking --plot` passes the ones it ranked with."""
+    """The plot endpoint takes the ranking's min_train_accuracy/level/n_resamples/seed (its titles show tau,
+    its interval and the interval's level, and equal the ranking's own), and `gscore ranking --plot` passes
+    the ones it ranked with. Titles are read from the PNG's Title text, not compared as pixels: two levels
+    may give the same interval on a small collection."""
     collection, _, _ = quick_zoo
     with embedded_stack.client() as http:
         url = f"/v1/collections/{collection}/plot.png"
@@ -197,8 +208,12 @@ def test_plot_titles_follow_the_rankings_protocol_parameters(
         explicit = http.get(url, params={"measure": "c3", "level": 0.95, "n_resamples": 1000, "seed": 0})
         narrower = http.get(url, params={"measure": "c3", "level": 0.5})
         bad = http.get(url, params={"measure": "c3", "level": 1.5})
-    assert default.status_code == explicit.status_code == narrower.status_code == 200
-    assert default.content == explicit.content and narrower.content != default.content
+        ranking = http.get(f"/v1/collections/{collection}/ranking", params={"measures": "c3", "level": 0.5})
+    assert default.status_code == explicit.status_code == narrower.status_code == ranking.status_code == 200
+    entry = ranking.json()["measures"]["c3"]
+    assert png_title(default) == png_title(explicit), "level 0.95 and 1,000 resamples are the defaults"
+    assert "95% CI" in png_title(default) and "50% CI" in png_title(narrower), png_title(narrower)
+    assert png_title(narrower) == f"c3\n{tau_text(entry, 0.5)} (n = {entry['n_models']})", "as the ranking"
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     plots = tmp_path / "plots"
     argv = [

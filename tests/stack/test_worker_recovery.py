@@ -23,7 +23,8 @@ JOB_DELAY_SECONDS = 3.0
 @pytest.fixture(scope="module", params=["embedded", "redis", "redis+postgres"])
 def slow_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """embedded: SQLite job table and broker; redis: Redis broker; redis+postgres: the production setup."""
-    overrides = {"GSCORE_TEST_JOB_DELAY_SECONDS": str(JOB_DELAY_SECONDS)}
+    # a 3 s lease: a killed worker's job is requeued within seconds (the recovery these tests watch)
+    overrides = {"GSCORE_TEST_JOB_DELAY_SECONDS": str(JOB_DELAY_SECONDS), "GSCORE_LEASE_SECONDS": "3"}
     if "redis" in request.param:
         overrides["BROKER_URL"] = request.getfixturevalue("redis_url")
     if "postgres" in request.param:

@@ -1,4 +1,5 @@
-"""``/healthz`` (the process answers), ``/readyz`` (database, broker and storage usable), ``/metrics``.
+"""``/healthz`` (the process answers), ``/readyz`` (database, broker and storage usable, the engine warmed),
+``/metrics``.
 
 ``/healthz`` runs on the event loop and touches nothing. ``/readyz`` runs each check in a small thread
 pool of its own (never the one requests share) and gives each ``READY_CHECK_TIMEOUT_SECONDS``: a hung
@@ -45,6 +46,11 @@ def check_storage(ctx: ServiceContext) -> str:
     return "ok"
 
 
+def check_engine(ctx: ServiceContext) -> str:
+    """``ok`` once the engine a submission needs is imported (:mod:`gscore.service.warmup`)."""
+    return ctx.warmup.status
+
+
 async def _run_check(check: Callable[[ServiceContext], str], ctx: ServiceContext) -> str:
     loop = asyncio.get_running_loop()
     try:
@@ -66,9 +72,9 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(response: Response, ctx: Context) -> Health:
-    names = ("database", "broker", "storage")
+    names = ("database", "broker", "storage", "engine")
     results = await asyncio.gather(
-        *(_run_check(check, ctx) for check in (check_database, check_broker, check_storage))
+        *(_run_check(check, ctx) for check in (check_database, check_broker, check_storage, check_engine))
     )
     checks = dict(zip(names, results, strict=True))
     ready = all(value == "ok" for value in checks.values())
