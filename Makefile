@@ -1,8 +1,10 @@
 # `make run`: the API and one worker on 127.0.0.1:8000 (embedded SQLite mode).
 # `make test`: the whole test suite. Both create .venv and install on first use.
+# CPU-only PyTorch (no CUDA libraries, a much smaller .venv): make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+TORCH_INDEX ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -10,7 +12,7 @@ PORT ?= 8000
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q $(TORCH_PINS)
+	$(VENV)/bin/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_PINS)
 	$(VENV)/bin/pip install -q -e ".[dev,postgres]" --config-settings editable_mode=compat
 	touch $@
 

@@ -7,6 +7,8 @@ minute on a CPU, with nothing downloaded.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -47,6 +49,22 @@ def train_demo_model(out_dir: Path, epochs: int = 150, seed: int = 0) -> tuple[P
     return checkpoint, spec_path, accuracies
 
 
+def gscore_command() -> str:
+    """How to call ``gscore`` from here: ``gscore`` when that is on PATH and is this installation, else the
+    path of this environment's script (``.venv/bin/gscore`` after ``make run``, relative when under the
+    current folder)."""
+    script = Path(sys.executable).parent / "gscore"
+    on_path = shutil.which("gscore")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "gscore"
+    if not script.exists():
+        return f"{sys.executable} -m gscore.cli"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def run_demo(out_dir: Path, epochs: int = 150, seed: int = 0, log: TextIO | None = None) -> dict[str, Any]:
     """Train, save and score the demo model; returns the ``gscore score --json`` result."""
     from gscore.pipeline import ScoreRequest, score
@@ -58,7 +76,7 @@ def run_demo(out_dir: Path, epochs: int = 150, seed: int = 0, log: TextIO | None
             f"trained {DEMO_ARCH['family']} on digits superclasses in {time.perf_counter() - started:.1f}s: "
             f"train accuracy {accuracies['train_accuracy']:.3f}, test accuracy {accuracies['test_accuracy']:.3f}\n"
             f"saved {checkpoint} and {spec_path}; scoring it now. Score it yourself with:\n"
-            f"  gscore score {checkpoint} --arch {spec_path} --dataset digits\n",
+            f"  {gscore_command()} score {checkpoint} --arch {spec_path} --dataset digits\n",
             file=log,
         )
     result = score(ScoreRequest(checkpoint=checkpoint, arch=DEMO_ARCH, dataset="digits", device="cpu"))

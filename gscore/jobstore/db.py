@@ -39,6 +39,10 @@ MIGRATIONS_LOCATION = "gscore.jobstore:migrations"
 BASELINE_REVISION = "0001"  # the first release's schema (made by create_all, no alembic_version table)
 POSTGRES_MIGRATION_LOCK = zlib.crc32(b"gscore-migrations")  # pg_advisory_lock key of the schema upgrade
 log = logging.getLogger("gscore.db")
+# Alembic's own INFO lines (its plugins, "Context impl SQLiteImpl", each revision) are noise at every start;
+# ours says which schema upgrade ran.
+for _name in ("alembic.runtime.plugins", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def utcnow() -> datetime:

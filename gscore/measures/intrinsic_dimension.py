@@ -1,4 +1,4 @@
-"""TwoNN intrinsic dimension of a point cloud (seed 003), and the ``llid`` / ``pid`` / ``id_ratio`` measures.
+"""TwoNN intrinsic dimension of a point cloud (Brown et al., "Relating regularization and generalization through the intrinsic dimension of activations", 2022), and the ``llid`` / ``pid`` / ``id_ratio`` measures.
 
 The estimator is the one of the seed authors' code (docs/measures.md, "Intrinsic dimension"):
 

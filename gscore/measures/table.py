@@ -109,7 +109,7 @@ _ENTRIES = [
     ),
 ]
 
-# Intrinsic dimension of activations (seed 003): TwoNN on held-out data by default.
+# Intrinsic dimension of activations (Brown et al., "Relating regularization and generalization through the intrinsic dimension of activations", 2022): TwoNN on held-out data by default.
 _ID_PARAMETERS = {"resamples": 20, "fraction": 0.9, "samples": None, "split": "test", "seed": 0}
 _ID_RULES = {"resamples": "count0", "fraction": "fraction", "samples": "optional_count", "split": "split"}
 _REPRESENTATIONS = frozenset({"representations", "probe"})
@@ -151,7 +151,7 @@ _ENTRIES += [
     ),
 ]
 
-# Tangent-feature alignment (seed 004): the tangent kernel of a seeded class-balanced training sample.
+# Tangent-feature alignment (Baratin et al., "Implicit regularization via neural feature alignment", AISTATS 2021): the tangent kernel of a seeded class-balanced training sample.
 _NTK_PARAMETERS = {"samples": 100, "split": "train", "seed": 0, "max_outputs": 20, "memory_budget_mb": 1024.0}
 _NTK_RULES = {"split": "split"}
 _TANGENT = frozenset({"model", "probe"})

@@ -1,4 +1,4 @@
-"""Tangent-feature alignment (Baratin et al., AISTATS 2021; seed 004): the tangent kernel of a classifier,
+"""Tangent-feature alignment (Baratin et al., AISTATS 2021): the tangent kernel of a classifier,
 its centred alignment with the labels, per module, and its spectrum.
 
 Definitions (docs/measures.md, "Tangent-feature alignment", which follows ../shared/MEASURES.md):

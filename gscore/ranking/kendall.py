@@ -5,7 +5,7 @@ and the service return ``rank_collection``'s dict as is.
 
 Conventions, including those docs/measures.md leaves open:
 
-- The protocol (seed 001, section 3 and appendix A: models trained to about 100% training accuracy).
+- The protocol (the intraclass-clustering paper, section 3 and appendix A: models trained to about 100% training accuracy).
   ``min_train_accuracy`` (default 0.99; 0 turns it off): a model whose training accuracy is below it,
   or unknown while it is on, is listed with the reason but left out of every tau and psi. The training
   accuracy is the client-given one, else the one the scoring job measured on the training split.

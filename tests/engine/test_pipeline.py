@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -230,13 +231,21 @@ def test_console_script_runs():
 
 
 def test_demo_trains_and_scores(tmp_path):
+    import io
+
     from gscore.demo import run_demo
 
-    result = run_demo(tmp_path, epochs=15)
+    log = io.StringIO()
+    result = run_demo(tmp_path, epochs=15, log=log)
     assert (tmp_path / "demo-cnn.safetensors").is_file()
     assert result["meta"]["train_accuracy"] > 0.95
     assert result["meta"]["test_accuracy"] > 0.8
     assert set(result["scores"]) == {"c1", "c2", "c3", "c4"}
+    # the hint prints a command that runs as written, and gives the same scores
+    hint = next(line.strip() for line in log.getvalue().splitlines() if " score " in line)
+    done = subprocess.run([*shlex.split(hint), "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (hint, done.stderr)
+    assert json.loads(done.stdout)["scores"] == pytest.approx(result["scores"])
 
 
 def test_sharpness_measures_through_the_pipeline(cnn_checkpoint):

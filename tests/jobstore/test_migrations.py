@@ -187,3 +187,13 @@ def test_concurrent_prepare_on_fresh_state_all_succeed(
         }
         assert connection.execute(select(Base.metadata.tables["jobs"].c.id)).all() == []
     engine.dispose()
+
+
+def test_a_fresh_start_logs_our_upgrade_line_and_none_of_alembics(tmp_path: Path, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    prepare_database(Settings(data_dir=tmp_path))
+    names = [record.name for record in caplog.records]
+    assert "gscore.db" in names, names
+    assert [name for name in names if name.startswith("alembic")] == []
