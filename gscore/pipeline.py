@@ -46,9 +46,11 @@ from gscore.measures.types import (
     check_parameter,
 )
 from gscore.models import ArchSpec, input_normalization, parse_arch_spec
-from gscore.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_MAX_MODEL_BYTES = 512 * 1024 * 1024  # as the service's default GSCORE_MAX_UPLOAD_BYTES
 
 
 @dataclass
@@ -63,7 +65,10 @@ class ScoreRequest:
     seed: int = 0
     batch_size: int = 256
     device: str = "auto"
-    data_dir: Path | None = None  # where built-in datasets live; default settings.resolved_datasets_dir
+    data_dir: Path | None = None  # where built-in datasets live; default datasets.DEFAULT_DATASETS_DIR
+    max_model_bytes: int = (
+        DEFAULT_MAX_MODEL_BYTES  # largest ONNX model file read (checkpoints: capped on upload)
+    )
 
 
 @dataclass
@@ -77,9 +82,7 @@ class ScoringOutcome:
 
 
 def _data_dir(request: ScoreRequest) -> Path:
-    if request.data_dir is not None:
-        return Path(request.data_dir)
-    return get_settings().resolved_datasets_dir
+    return Path(request.data_dir) if request.data_dir is not None else datasets.DEFAULT_DATASETS_DIR
 
 
 def _dataset_has_hierarchy(request: ScoreRequest) -> bool:
@@ -192,7 +195,7 @@ def load_model(
     prefix (``module.``...) was removed from the checkpoint's keys, if any."""
     spec = parse_arch_spec(request.arch)
     model, report = load_scored_model(
-        spec, request.checkpoint, max_bytes=get_settings().max_upload_bytes, image_shape=image_shape
+        spec, request.checkpoint, max_bytes=request.max_model_bytes, image_shape=image_shape
     )
     normalization = input_normalization(spec, default_normalization)
     if normalization is not None:

@@ -35,7 +35,6 @@ from gscore.pipeline import (
     measure_parameters,
     resolve_measures,
 )
-from gscore.settings import get_settings
 
 __all__ = ["ScoreResult", "score"]
 
@@ -152,7 +151,7 @@ def score(
         raise SpecError(f"model must be a torch.nn.Module, got {type(model).__name__}", field="model")
     if split not in SPLITS:
         raise SpecError(f"split must be one of {', '.join(SPLITS)} (got {split!r})", field="split")
-    data_dir = Path(data_dir) if data_dir is not None else get_settings().resolved_datasets_dir
+    data_dir = Path(data_dir) if data_dir is not None else datasets.DEFAULT_DATASETS_DIR
     whole, dataset = _as_probe_set(data, split, data_dir, "data")
     splits = {split: whole}
     if heldout is not None:

@@ -87,7 +87,7 @@ def test_the_parser_sees_top_level_local_and_relative_imports(tmp_path: Path) ->
 def test_jobstore_imports_neither_service_nor_worker() -> None:
     imports = package_imports("gscore/jobstore")
     expected = {
-        "jobstore.db",
+        "gscore.jobstore.db",
         "gscore.jobstore.jobs_repo",
         "gscore.jobstore.dedupe",
         "gscore.jobstore.dispatch",
@@ -121,10 +121,17 @@ ENGINE_PACKAGES = ("gscore/measures", "gscore/ranking", "gscore/inputs", "gscore
 
 
 @pytest.mark.parametrize("package", ENGINE_PACKAGES)
-def test_no_engine_package_imports_the_service_packages(package: str) -> None:
+def test_no_engine_package_imports_the_service_packages_or_the_settings(package: str) -> None:
+    """The engine takes its folders and caps as arguments: only the CLI and the service read GSCORE_*."""
     imports = package_imports(package)
     assert imports, package
-    assert offending(imports, SERVICE_PACKAGES) == {}
+    assert offending(imports, (*SERVICE_PACKAGES, "gscore.settings")) == {}
+
+
+@pytest.mark.parametrize("module", ["gscore/pipeline.py", "gscore/scoring.py"])
+def test_the_engine_entry_points_read_no_settings(module: str) -> None:
+    imports = {module: imported_modules(REPO_ROOT / module, module.removesuffix(".py").replace("/", "."))}
+    assert offending(imports, (*SERVICE_PACKAGES, "gscore.settings")) == {}
 
 
 def test_no_module_imports_the_old_top_level_packages() -> None:

@@ -177,6 +177,9 @@ def model_source(checkpoint: str | None, arch: str | None, model: str | None) ->
 
 def cmd_score(args: argparse.Namespace) -> int:
     from gscore.pipeline import ScoreRequest, run
+    from gscore.settings import get_settings
+
+    settings = get_settings()
 
     measures = [m.strip() for m in args.measures.split(",") if m.strip()] if args.measures else None
     dump = Path(args.dump_activations) if args.dump_activations else None
@@ -192,7 +195,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,
-        data_dir=Path(args.data_dir) if args.data_dir else None,
+        data_dir=Path(args.data_dir) if args.data_dir else settings.resolved_datasets_dir,
+        max_model_bytes=settings.max_upload_bytes,
     )
     outcome = run(request, progress=_progress_printer(not args.no_progress))
     # scores first: a failed dump (disk full) must not lose them

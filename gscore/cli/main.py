@@ -36,6 +36,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Packages of the optional extras (pyproject.toml), by the extra that installs them.
+EXTRA_OF_PACKAGE = {
+    "httpx": "client",
+    "matplotlib": "plots",
+    **dict.fromkeys(
+        ("fastapi", "uvicorn", "multipart", "sqlalchemy", "alembic", "celery", "kombu", "redis", "plotly"),
+        "service",
+    ),
+    "prometheus_client": "service",
+    "fastapi_offline": "service",
+    "psycopg2": "postgres",
+    "onnx": "onnx",
+    "onnx2pytorch": "onnx",
+    "timm": "timm",
+}
+
+
+def missing_extra_message(verb: str | None, exc: ModuleNotFoundError) -> str | None:
+    """The one-line advice for a missing optional package, or None when ``exc`` is not one."""
+    package = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF_PACKAGE.get(package)
+    if extra is None:
+        return None
+    what = f"`gscore {verb}`" if verb else "this command"
+    return f"{what} needs the optional package {package!r}: pip install 'gscore[{extra}]'"
+
+
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed early
 
 
@@ -61,6 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reader_went_away()
     except GScoreError as exc:
         print(f"gscore: error: {title_and_detail(exc.title, exc.detail)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        advice = missing_extra_message(getattr(args, "verb", None), exc)
+        if advice is None:
+            raise
+        print(f"gscore: error: {advice}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gscore: interrupted", file=sys.stderr)

@@ -22,7 +22,7 @@ Names that :func:`load_probe_set` understands, each with the splits ``train`` an
 - a path ending in ``.npz``: see :func:`read_npz_probe_set`.
 
 CIFAR is read with torchvision's own loader from the data directory (default
-``get_settings().resolved_datasets_dir``), which must hold the extracted official archives:
+``DEFAULT_DATASETS_DIR``; the CLI and the service pass ``GSCORE_DATASETS_DIR``), which must hold the extracted official archives:
 ``cifar-10-batches-py/`` and ``cifar-100-python/``. torchvision verifies the md5 of every file; here the
 files are only required to exist (:func:`_presence_checked_cifar`): the data directory is configured by
 the server operator and trusted, and the md5 check would reject the tiny files the tests write in the
@@ -45,7 +45,6 @@ import numpy as np
 import torch
 
 from gscore.errors import DatasetError
-from gscore.settings import get_settings
 
 BUILTIN_DATASET_NAMES: tuple[str, ...] = ("cifar10", "cifar100", "cifar100-coarse", "digits")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -400,8 +399,13 @@ _CIFAR_VARIANTS: dict[str, _CifarVariant] = {
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 
+# Where built-in datasets live when the caller names no folder (the CLI and the service pass their settings'
+# GSCORE_DATASETS_DIR, whose default is this same folder).
+DEFAULT_DATASETS_DIR = Path("gscore-data") / "datasets"
+
+
 def _datasets_dir(data_dir: Path | None) -> Path:
-    return Path(data_dir) if data_dir is not None else get_settings().resolved_datasets_dir
+    return Path(data_dir) if data_dir is not None else DEFAULT_DATASETS_DIR
 
 
 def _missing_cifar_files(variant: _CifarVariant, data_dir: Path) -> list[str]:
@@ -445,7 +449,7 @@ def _require_cifar_files(name: str, data_dir: Path) -> None:
         raise DatasetError(
             f"{name} is not installed: expected {', '.join(str(data_dir / f) for f in missing)}; "
             f"download {variant.archive} from {_CIFAR_URL} and extract it into {data_dir} "
-            f"(it creates {variant.folder}/), or set GSCORE_DATASETS_DIR to where it is extracted"
+            f"(it creates {variant.folder}/), or point the data directory (`data_dir`, `--data-dir`, GSCORE_DATASETS_DIR) to where it is extracted"
         )
 
 

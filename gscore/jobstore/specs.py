@@ -261,4 +261,5 @@ def score_request(
         seed=spec["seed"],
         device=settings.device,
         data_dir=settings.resolved_datasets_dir,
+        max_model_bytes=settings.max_upload_bytes,
     )

@@ -1,5 +1,5 @@
 """Race-free start-up: the API and every worker prepare the shared state once, under locks, before they
-serve: the job tables (:func:`jobstore.db.prepare_database`, Alembic under its own lock) and the embedded
+serve: the job tables (:func:`gscore.jobstore.db.prepare_database`, Alembic under its own lock) and the embedded
 broker's tables (:func:`prepare_broker`, under a file lock in the data directory)."""
 
 from __future__ import annotations

@@ -51,7 +51,6 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -727,43 +726,67 @@ def _two_subclasses_each(y: Tensor, sub: Tensor) -> bool:
     return bool((torch.bincount(pairs) == 2).all())
 
 
-def _clustering_outcome(ctx: MeasureContext, params: dict[str, Any], name: str) -> MeasureOutcome:
+@dataclass(frozen=True)
+class _ClusteringInputs:
+    """What every c1-c4 function reads: ``pre`` [N, M], ``layer_of`` [M], labels on ``pre``'s device, k."""
+
+    pre: Tensor
+    layer_of: Tensor
+    y: Tensor
+    sub: Tensor | None
+    k: int
+    neurons: int
+    layers: int
+
+
+def _clustering_inputs(ctx: MeasureContext, params: dict[str, Any]) -> _ClusteringInputs:
     activations = ctx.activations()
-    probe = ctx.probe
-    pre, layer_of = activations.pre, activations.layer_of
-    y = probe.y.to(pre.device)
-    sub = probe.sub.to(pre.device) if probe.sub is not None else None
-    k = int(params["k"])
-    neurons, layers = int(pre.shape[1]), activations.num_layers
-    warnings: list[str] = []
-    if name in ("c1", "c3"):
-        warnings += _topk_warning(k, neurons, "neuron")
-    else:
-        warnings += _topk_warning(k, layers, "layer")
-    if name in ("c1", "c2"):
-        warnings += _group_size_warnings(sub, "subclass")
-        if name == "c1" and k >= neurons and _two_subclasses_each(y, sub):
-            raise MeasureUndefined(
-                f"c1 is 0 by construction here: every superclass has two subclasses and k = {k} >= the "
-                f"{neurons} neurons, so the two subclasses' selectivities are exact opposites and their "
-                "median is 0; use a smaller k or a wider model"
-            )
-    else:
-        warnings += _group_size_warnings(y, "class")
+    pre, probe = activations.pre, ctx.probe
+    return _ClusteringInputs(
+        pre=pre,
+        layer_of=activations.layer_of,
+        y=probe.y.to(pre.device),
+        sub=probe.sub.to(pre.device) if probe.sub is not None else None,
+        k=int(params["k"]),
+        neurons=int(pre.shape[1]),
+        layers=activations.num_layers,
+    )
+
+
+def c1_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """c1 (:func:`subclass_selectivity`) for the measure table; undefined when it is 0 by construction."""
+    run = _clustering_inputs(ctx, params)
+    warnings = _topk_warning(run.k, run.neurons, "neuron") + _group_size_warnings(run.sub, "subclass")
+    if run.k >= run.neurons and _two_subclasses_each(run.y, run.sub):
+        raise MeasureUndefined(
+            f"c1 is 0 by construction here: every superclass has two subclasses and k = {run.k} >= the "
+            f"{run.neurons} neurons, so the two subclasses' selectivities are exact opposites and their "
+            "median is 0; use a smaller k or a wider model"
+        )
     ctx.check_cancel()
-    if name == "c1":
-        value = subclass_selectivity(pre, y, sub, k=k)
-    elif name == "c2":
-        value = layer_silhouette(pre, layer_of, y, sub, k=k)
-    elif name == "c3":
-        value = neuron_variance(pre, y, k=k)
-    else:
-        value = layer_variance(pre, layer_of, y, k=k)
+    return MeasureOutcome(float(subclass_selectivity(run.pre, run.y, run.sub, k=run.k)), warnings=warnings)
+
+
+def c2_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """c2 (:func:`layer_silhouette`) for the measure table."""
+    run = _clustering_inputs(ctx, params)
+    warnings = _topk_warning(run.k, run.layers, "layer") + _group_size_warnings(run.sub, "subclass")
+    ctx.check_cancel()
+    value = layer_silhouette(run.pre, run.layer_of, run.y, run.sub, k=run.k)
     return MeasureOutcome(float(value), warnings=warnings)
 
 
-# The table's functions (``compute(ctx, params)``), one per measure: see the functions above for each.
-c1_measure = partial(_clustering_outcome, name="c1")
-c2_measure = partial(_clustering_outcome, name="c2")
-c3_measure = partial(_clustering_outcome, name="c3")
-c4_measure = partial(_clustering_outcome, name="c4")
+def c3_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """c3 (:func:`neuron_variance`) for the measure table."""
+    run = _clustering_inputs(ctx, params)
+    warnings = _topk_warning(run.k, run.neurons, "neuron") + _group_size_warnings(run.y, "class")
+    ctx.check_cancel()
+    return MeasureOutcome(float(neuron_variance(run.pre, run.y, k=run.k)), warnings=warnings)
+
+
+def c4_measure(ctx: MeasureContext, params: dict[str, Any]) -> MeasureOutcome:
+    """c4 (:func:`layer_variance`) for the measure table."""
+    run = _clustering_inputs(ctx, params)
+    warnings = _topk_warning(run.k, run.layers, "layer") + _group_size_warnings(run.y, "class")
+    ctx.check_cancel()
+    return MeasureOutcome(float(layer_variance(run.pre, run.layer_of, run.y, k=run.k)), warnings=warnings)

@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 __all__ = [
     "MAGNITUDE_EPS",
     "MAX_WIDENINGS",
-    "SHARPNESS_MEASURES",
     "SharpnessResult",
     "perturbed_parameter_names",
     "random_sharpness",
@@ -753,25 +752,21 @@ def worst_sharpness_kernels(model: nn.Module, x: Tensor, y: Tensor, **kw: Any) -
     return worst_sharpness(model, x, y, **{**kw, "kernels_only": True})
 
 
-SHARPNESS_MEASURES: dict[str, Callable[..., SharpnessResult]] = {
-    "random_sharpness": random_sharpness,
-    "worst_sharpness": worst_sharpness,
-    "random_sharpness_kernels": random_sharpness_kernels,
-    "worst_sharpness_kernels": worst_sharpness_kernels,
-}
-
-
 # ----------------------------------------------------------------------------------------------------
 # Measure-table functions: ``compute(ctx, params) -> MeasureOutcome`` (gscore.measures.types)
 # ----------------------------------------------------------------------------------------------------
 
 
-def _sharpness_outcome(ctx: MeasureContext, params: dict[str, Any], name: str) -> MeasureOutcome:
-    """Run sharpness measure ``name`` on the run's seeded class-balanced sample of the whole TRAINING
-    split (measures with the same ``samples`` and ``seed`` share it); details and warnings for meta."""
+def _sharpness_outcome(
+    ctx: MeasureContext, params: dict[str, Any], measure: Callable[..., SharpnessResult]
+) -> MeasureOutcome:
+    """Run ``measure`` (one of the four functions above) on the run's seeded class-balanced sample of the
+    whole TRAINING split (measures with the same ``samples`` and ``seed`` share it); details and warnings
+    for meta. Progress is reported under the measure's name (the function's)."""
     options = dict(params)
     x, y = ctx.training_sample_of(int(options.pop("samples")), int(options.get("seed", 0)))
-    result = SHARPNESS_MEASURES[name](
+    name = measure.__name__
+    result = measure(
         ctx.model,
         x,
         y,
@@ -807,7 +802,7 @@ def _sharpness_outcome(ctx: MeasureContext, params: dict[str, Any], name: str) -
 
 
 # The table's functions (``compute(ctx, params)``), one per measure: see the functions above for each.
-random_sharpness_measure = partial(_sharpness_outcome, name="random_sharpness")
-worst_sharpness_measure = partial(_sharpness_outcome, name="worst_sharpness")
-random_sharpness_kernels_measure = partial(_sharpness_outcome, name="random_sharpness_kernels")
-worst_sharpness_kernels_measure = partial(_sharpness_outcome, name="worst_sharpness_kernels")
+random_sharpness_measure = partial(_sharpness_outcome, measure=random_sharpness)
+worst_sharpness_measure = partial(_sharpness_outcome, measure=worst_sharpness)
+random_sharpness_kernels_measure = partial(_sharpness_outcome, measure=random_sharpness_kernels)
+worst_sharpness_kernels_measure = partial(_sharpness_outcome, measure=worst_sharpness_kernels)

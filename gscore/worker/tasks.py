@@ -25,7 +25,7 @@ EMBEDDED_POLLING_INTERVAL_SECONDS = 0.2
 def create_worker_app(settings: Settings) -> Celery:
     """The Celery app with the score task registered and the process hooks connected.
 
-    The database schema is created or upgraded first (once, under a lock: :func:`jobstore.db.prepare_database`),
+    The database schema is created or upgraded first (once, under a lock: :func:`gscore.jobstore.db.prepare_database`),
     so no worker consumes a message before the tables exist.
     """
     prepare_state(settings)  # schema and embedded broker's tables, once, under locks (workers start together)

@@ -22,6 +22,7 @@ from gscore.inputs.datasets import (
     BUILTIN_DATASET_NAMES,
     CIFAR10_NORMALIZATION,
     CIFAR100_NORMALIZATION,
+    DEFAULT_DATASETS_DIR,
     ProbeSet,
     balanced_subset,
     builtin_datasets,
@@ -158,11 +159,17 @@ def test_corrupt_cifar_file_is_a_dataset_error(tmp_path: Path) -> None:
         load_probe_set("cifar10", data_dir=tmp_path)
 
 
-def test_default_data_dir_comes_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_cifar10(tmp_path, n_per_batch=10)
-    monkeypatch.setenv("GSCORE_DATASETS_DIR", str(tmp_path))
+def test_the_engine_reads_no_settings_its_default_folder_is_fixed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's default data folder is ./gscore-data/datasets whatever GSCORE_* says (a notebook call
+    does not depend on the environment); the CLI passes GSCORE_DATASETS_DIR (tests/engine/test_pipeline.py)."""
+    monkeypatch.chdir(tmp_path)
+    write_cifar10(tmp_path / "gscore-data" / "datasets", n_per_batch=10)
+    monkeypatch.setenv("GSCORE_DATASETS_DIR", str(tmp_path / "elsewhere"))
     get_settings.cache_clear()
     try:
+        assert DEFAULT_DATASETS_DIR == Path("gscore-data") / "datasets"
         assert len(load_probe_set("cifar10", "test")) == 10
         assert {d["name"]: d["installed"] for d in builtin_datasets()}["cifar10"]
     finally:
@@ -397,3 +404,26 @@ def test_balanced_subset_on_digits_is_deterministic() -> None:
     first, second = balanced_subset(digits, 20, seed=7), balanced_subset(digits, 20, seed=7)
     assert len(first) == 100 and torch.equal(first.sub, second.sub) and torch.equal(first.x, second.x)
     assert first.has_hierarchy and first.num_classes == 5
+
+
+def test_the_cli_reads_its_datasets_folder_from_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from gscore.cli.main import main
+    from gscore.inputs.checkpoints.loading import save_safetensors
+    from gscore.models import build_model
+
+    write_cifar10(tmp_path / "cifar", n_per_batch=10)
+    arch = {"family": "cnn", "in_channels": 3, "width": 4, "depth": 1, "num_classes": 10}
+    save_safetensors(build_model(arch), tmp_path / "m.safetensors")
+    monkeypatch.setenv("GSCORE_DATASETS_DIR", str(tmp_path / "cifar"))
+    get_settings.cache_clear()
+    try:
+        command = [str(tmp_path / "m.safetensors"), "--arch", json.dumps(arch), "--dataset", "cifar10"]
+        code = main(["score", *command, "--split", "test", "--measures", "c3", "--no-progress", "--json"])
+    finally:
+        get_settings.cache_clear()
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["meta"]["samples"] == 10

@@ -15,7 +15,6 @@ from gscore.errors import JobCancelled, MeasureError
 from gscore.measures import sharpness
 from gscore.measures.sharpness import (
     MAGNITUDE_EPS,
-    SHARPNESS_MEASURES,
     perturbed_parameter_names,
     random_sharpness,
     random_sharpness_kernels,
@@ -25,6 +24,8 @@ from gscore.measures.sharpness import (
 from gscore.measures.table import MEASURES
 
 CPU = torch.device("cpu")
+# the four sharpness functions by measure name: the table's perturbation entries
+SHARPNESS_MEASURES = {n: getattr(sharpness, n) for n, m in MEASURES.items() if m.kind == "perturbation"}
 
 
 # ----------------------------------------------------------------------------------------- fixtures
@@ -404,8 +405,15 @@ def test_kernels_only_uses_batch_statistics_without_touching_running_stats(conv_
 
 
 def test_measure_names_match_the_registry() -> None:
-    assert set(SHARPNESS_MEASURES) == {n for n, m in MEASURES.items() if m.kind == "perturbation"}
+    """Each perturbation entry of the table computes with the function of its own name (no second table)."""
+    assert set(SHARPNESS_MEASURES) == {
+        "random_sharpness",
+        "worst_sharpness",
+        "random_sharpness_kernels",
+        "worst_sharpness_kernels",
+    }
     assert all(MEASURES[n].orientation == -1 for n in SHARPNESS_MEASURES)
+    assert all(MEASURES[n].compute.keywords["measure"] is f for n, f in SHARPNESS_MEASURES.items())
     assert SHARPNESS_MEASURES["worst_sharpness_kernels"] is worst_sharpness_kernels
 
 

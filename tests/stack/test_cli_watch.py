@@ -22,7 +22,10 @@ from torch import nn
 
 from gscore.cli.progress import ProgressBar, stage_description
 from gscore.client import ServiceError, title_and_detail
-from gscore.measures.sharpness import SHARPNESS_MEASURES
+from gscore.measures import sharpness
+from gscore.measures.table import MEASURES
+
+SHARPNESS_MEASURES = {n: getattr(sharpness, n) for n, m in MEASURES.items() if m.kind == "perturbation"}
 
 JOB_DELAY_SECONDS = 4
 

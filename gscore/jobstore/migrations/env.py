@@ -1,4 +1,4 @@
-"""Alembic environment: migrations run on the connection that :func:`jobstore.db.migrate_database` passes in
+"""Alembic environment: migrations run on the connection that :func:`gscore.jobstore.db.migrate_database` passes in
 ``config.attributes["connection"]`` (it holds the migration lock); SQLite gets batch mode for ALTERs."""
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ def _run(connection: Connection) -> None:
 
 def _main() -> None:
     if context.is_offline_mode():
-        raise SystemExit("gscore migrations run online only: use jobstore.db.prepare_database(settings)")
+        raise SystemExit(
+            "gscore migrations run online only: use gscore.jobstore.db.prepare_database(settings)"
+        )
     connection = context.config.attributes.get("connection")
     if connection is not None:
         _run(connection)
