@@ -68,7 +68,7 @@ def test_sweep_wait_prints_the_ranking_and_mlflow_reads_it_back(
 
 def test_lightning_callback_scores_through_the_service(embedded_stack: Stack, tmp_path: Path) -> None:
     pytest.importorskip("lightning")
-    from test_lightning_callback import (
+    from pipelines_lib import (
         PROBE,
         DigitsClassifier,
         MemoryLogger,
