@@ -21,7 +21,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -273,7 +273,6 @@ def submit_sweep(
     poll: float = 1.0,
     timeout: float | None = None,
     progress: bool = False,
-    on_submitted: Callable[[SweepRow, dict[str, Any]], None] | None = None,
     ranking: dict[str, Any] | None = None,
 ) -> RankingResult | list[dict[str, Any]]:
     """Submit every row of a manifest (a ``.csv``/``.json`` path, or the rows as dicts with paths relative to
@@ -343,13 +342,11 @@ def submit_sweep(
                     notify_url=notify_url,
                     **extra,
                 )
-                if on_submitted is not None:
-                    on_submitted(row, job)
             jobs.append(job)
             bar.update(sum(j["state"] in FINISHED_STATES for j in jobs), len(jobs))
         if not wait:
             return jobs
-        jobs = _wait_for_all(client, collection, jobs, poll, timeout, bar)
+        _wait_for_all(client, collection, [job["id"] for job in jobs], poll, timeout, bar)
     finally:
         bar.close()
     return client.ranking(collection, measures=measures, **(ranking or {}))
@@ -358,20 +355,20 @@ def submit_sweep(
 def _wait_for_all(
     client: Client,
     collection: str,
-    jobs: list[dict[str, Any]],
+    ids: list[str],
     poll: float,
     timeout: float | None,
     bar: SweepProgress,
-) -> list[dict[str, Any]]:
+) -> None:
+    """Poll the collection until every job of ``ids`` is in a final state (TimeoutError after ``timeout``)."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    ids = [job["id"] for job in jobs]
     while True:
         latest = {job["id"]: job for job in collection_jobs(client, collection)}
         jobs = [latest.get(job_id) or client.job(job_id) for job_id in ids]
         finished = sum(job["state"] in FINISHED_STATES for job in jobs)
         bar.update(finished, len(jobs))
         if finished == len(jobs):
-            return jobs
+            return
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(
                 f"{len(jobs) - finished} job(s) of {collection!r} unfinished after {timeout} s"
