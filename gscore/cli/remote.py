@@ -36,6 +36,10 @@ def _print_job(job: dict[str, Any], as_json: bool) -> int:
             from gscore.errors import title_and_detail
 
             print(f"  {title_and_detail(job['error']['title'], job['error']['detail'])}", file=sys.stderr)
+        if job.get("notification"):
+            note = job["notification"]
+            last = note["last_error"] or (f"answered {note['last_status_code']}" if note["attempts"] else "")
+            print(f"  webhook {note['state']}, {note['attempts']} attempt(s)" + (f": {last}" if last else ""))
     return 0 if job["state"] in ("queued", "running", "succeeded") else 1
 
 

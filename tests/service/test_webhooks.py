@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from pipelines_lib import WEBHOOK_SECRET as SECRET
 from pipelines_lib import WebhookReceiver, readme_webhook_verifier, service_settings
 
+from gscore.cli.remote import _print_job
 from gscore.jobstore.db import utcnow
 from gscore.jobstore.jobs_repo import SUCCEEDED, JobsRepo
 from gscore.jobstore.notifications import (
@@ -122,7 +123,11 @@ def test_allowed_hosts_need_a_secret_at_start(tmp_path: Path) -> None:
 
 
 def test_event_arrives_once_per_final_state_with_a_valid_signature(
-    app: FastAPI, client: TestClient, receiver: WebhookReceiver, digits_checkpoint: Path
+    app: FastAPI,
+    client: TestClient,
+    receiver: WebhookReceiver,
+    digits_checkpoint: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     verify = readme_webhook_verifier()
     job = submit(client, digits_checkpoint, receiver.url(), collection="sweep", model_name="m1")
@@ -162,6 +167,8 @@ def test_event_arrives_once_per_final_state_with_a_valid_signature(
     shown = client.get(f"/v1/jobs/{job['id']}").json()["notification"]
     assert shown["state"] == DELIVERED and shown["attempts"] == 1 and shown["last_status_code"] == 200
     assert shown["last_error"] is None and shown["delivered_at"] is not None
+    _print_job(client.get(f"/v1/jobs/{job['id']}").json(), as_json=False)  # what `gscore status` prints
+    assert "  webhook delivered, 1 attempt(s): answered 200\n" in capsys.readouterr().out
 
 
 def test_cancelled_and_failed_jobs_send_their_final_state(
