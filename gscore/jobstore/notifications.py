@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
 from gscore.jobstore.db import Job, utcnow
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from gscore.settings import Settings
 
 PENDING, DELIVERED, GAVE_UP = "pending", "delivered", "failed"
+NOTIFICATION_STATES = (PENDING, DELIVERED, GAVE_UP)
 LEASE_TIMEOUTS = 4  # an attempt holds its event for 4 x the delivery timeout (connect + write + read, slack)
 log = logging.getLogger("gscore.webhooks")
 
@@ -54,6 +55,17 @@ class NotificationsRepo:
 
     def __init__(self, sessions: sessionmaker) -> None:
         self.sessions = sessions
+
+    def count_by_state(self) -> dict[str, int]:
+        """{notification state: jobs}, every state present (0 when none)."""
+        query = (
+            select(Job.notify_state, func.count())
+            .where(Job.notify_state.is_not(None))
+            .group_by(Job.notify_state)
+        )
+        with self.sessions() as session:
+            counts = {str(state): int(count) for state, count in session.execute(query)}
+        return {state: counts.get(state, 0) for state in NOTIFICATION_STATES}
 
     def due(self, now: datetime, limit: int) -> list[Job]:
         """Finished jobs whose event is pending and due (never tried, or its retry time has come)."""

@@ -224,6 +224,9 @@ def test_receiver_down_for_the_first_attempts_gets_the_event_later(
     assert json.loads(receiver.events[0][1])["job"]["id"] == job["id"]
     shown = client.get(f"/v1/jobs/{job['id']}").json()["notification"]
     assert shown == shown | {"state": DELIVERED, "attempts": 4, "last_status_code": 200, "last_error": None}
+    metrics = client.get("/metrics").text
+    assert 'gscore_webhook_events{state="delivered"} 1.0' in metrics
+    assert 'gscore_webhook_events{state="pending"} 0.0' in metrics
 
 
 def test_an_event_is_given_up_after_the_last_attempt(
