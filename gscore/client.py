@@ -96,13 +96,15 @@ class Client:
         test_accuracy: float | None = None,
         train_accuracy: float | None = None,
         idempotency_key: str | None = None,
+        notify_url: str | None = None,
     ) -> dict[str, Any]:
         """Upload a checkpoint (with its ``arch``) or an ONNX ``model`` file and queue its scoring; returns the
         job (state queued, or succeeded if deduplicated).
 
         ``model``: an ``.onnx`` file instead of ``checkpoint_path``; the arch is ``{"family": "onnx"}`` (an
         ``arch`` given with it may only set ``input``). ``replace``: replace the collection's entry of the
-        same ``model_name`` (else re-using a name is a 409).
+        same ``model_name`` (else re-using a name is a 409). ``notify_url``: a webhook the service POSTs a
+        signed event to when the job ends (docs/service.md).
         """
         if (checkpoint_path is None) == (model is None):
             raise ValueError("give either checkpoint_path (with arch) or model (an .onnx file)")
@@ -125,6 +127,7 @@ class Client:
             "model_name": model_name,
             "test_accuracy": test_accuracy,
             "train_accuracy": train_accuracy,
+            "notify_url": notify_url,
         }
         data.update({key: str(value) for key, value in optional.items() if value is not None})
         if hyperparameters is not None:
@@ -143,6 +146,14 @@ class Client:
                 headers=headers,
                 files={part: (path.name, handle, "application/octet-stream")},
             )
+
+    def submit_sweep(self, manifest_or_rows: Any, **options: Any) -> Any:
+        """Submit a whole collection from a manifest (a CSV/JSON path, or rows as dicts), resumably, and by
+        default wait and return its ranking; see :func:`gscore.sweeps.submit_sweep` for the options
+        (``arch``, ``dataset``, ``collection`` required)."""
+        from gscore.sweeps import submit_sweep
+
+        return submit_sweep(self, manifest_or_rows, **options)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{_segment(job_id)}")

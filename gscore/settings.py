@@ -123,6 +123,49 @@ class Settings(BaseSettings):
         description="How long a worker retries claiming a job while the database fails; then the message "
         "is dropped and the job, still queued, is published again later.",
     )
+    webhook_secret: str | None = Field(
+        None,
+        validation_alias=AliasChoices("GSCORE_WEBHOOK_SECRET", "webhook_secret"),
+        description="Key of the HMAC-SHA256 signature of every webhook event (docs/service.md); required "
+        "when GSCORE_WEBHOOK_ALLOWED_HOSTS is set.",
+    )
+    webhook_allowed_hosts: str = Field(
+        "",
+        validation_alias=AliasChoices("GSCORE_WEBHOOK_ALLOWED_HOSTS", "webhook_allowed_hosts"),
+        description="Comma-separated host names (or IP addresses) a job's notify_url may point to; "
+        "empty: webhooks are off. A tenant's URL is a request made by the server: list only receivers.",
+    )
+    webhook_max_attempts: int = Field(
+        8,
+        validation_alias=AliasChoices("GSCORE_WEBHOOK_MAX_ATTEMPTS", "webhook_max_attempts"),
+        description="Deliveries of one event before it is given up (notification state 'failed').",
+    )
+    webhook_backoff_seconds: float = Field(
+        5.0,
+        validation_alias=AliasChoices("GSCORE_WEBHOOK_BACKOFF_SECONDS", "webhook_backoff_seconds"),
+        description="Wait before the second attempt; it doubles after every failed attempt.",
+    )
+    webhook_backoff_max_seconds: float = Field(
+        3600.0,
+        validation_alias=AliasChoices("GSCORE_WEBHOOK_BACKOFF_MAX_SECONDS", "webhook_backoff_max_seconds"),
+        description="Longest wait between two attempts.",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0,
+        validation_alias=AliasChoices("GSCORE_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds"),
+        description="Connect, read and write timeout of one delivery (a receiver slower than this fails it).",
+    )
+    webhook_max_in_flight: int = Field(
+        4,
+        validation_alias=AliasChoices("GSCORE_WEBHOOK_MAX_IN_FLIGHT", "webhook_max_in_flight"),
+        description="Deliveries one process makes at once (its bounded pool; hanging receivers hold a "
+        "slot until their timeout, never a worker or a request).",
+    )
+    webhook_poll_seconds: float = Field(
+        1.0,
+        validation_alias=AliasChoices("GSCORE_WEBHOOK_POLL_SECONDS", "webhook_poll_seconds"),
+        description="How often the API and each worker look for events to deliver.",
+    )
     test_job_delay_seconds: float = Field(
         0.0,
         validation_alias=AliasChoices("GSCORE_TEST_JOB_DELAY_SECONDS", "test_job_delay_seconds"),
@@ -157,6 +200,12 @@ class Settings(BaseSettings):
             "republish_max_interval_seconds",
             "broker_timeout_seconds",
             "database_timeout_seconds",
+            "webhook_max_attempts",
+            "webhook_backoff_seconds",
+            "webhook_backoff_max_seconds",
+            "webhook_timeout_seconds",
+            "webhook_max_in_flight",
+            "webhook_poll_seconds",
         )
         problems += [f"{env_name(name)} must be positive" for name in positive if getattr(self, name) <= 0]
         if self.progress_interval_seconds < 0:
@@ -165,6 +214,11 @@ class Settings(BaseSettings):
             problems.append(
                 f"{env_name('job_soft_time_limit')} ({self.job_soft_time_limit}) must be below "
                 f"{env_name('job_time_limit')} ({self.job_time_limit}), or jobs are killed before they can clean up"
+            )
+        if self.webhook_hosts and not self.webhook_secret:
+            problems.append(
+                f"{env_name('webhook_allowed_hosts')} is set but {env_name('webhook_secret')} is not: "
+                "webhook events must be signed"
             )
         if self.test_fault not in TEST_FAULTS:
             problems.append(
@@ -177,6 +231,11 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def webhook_hosts(self) -> frozenset[str]:
+        """The allowed webhook hosts, lower-cased (empty: webhooks are off)."""
+        return frozenset(h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip())
 
     @property
     def resolved_datasets_dir(self) -> Path:

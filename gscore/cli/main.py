@@ -14,6 +14,7 @@ _VERB_MODULES = (
     "gscore.cli.serve",  # up, serve, worker
     "gscore.cli.remote",  # submit, status, collection, cancel, datasets, ranking
     "gscore.cli.keys",  # keys create/list/revoke
+    "gscore.cli.sweep",  # sweep submit
 )
 
 

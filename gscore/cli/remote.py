@@ -36,6 +36,10 @@ def _print_job(job: dict[str, Any], as_json: bool) -> int:
             from gscore.errors import title_and_detail
 
             print(f"  {title_and_detail(job['error']['title'], job['error']['detail'])}", file=sys.stderr)
+        if job.get("notification"):
+            note = job["notification"]
+            last = note["last_error"] or (f"answered {note['last_status_code']}" if note["attempts"] else "")
+            print(f"  webhook {note['state']}, {note['attempts']} attempt(s)" + (f": {last}" if last else ""))
     return 0 if job["state"] in ("queued", "running", "succeeded") else 1
 
 
@@ -96,6 +100,7 @@ def _submit(args: argparse.Namespace) -> int:
             hyperparameters=hyperparameters,
             test_accuracy=args.test_accuracy,
             train_accuracy=args.train_accuracy,
+            notify_url=args.notify_url,
         )
         if args.wait:
             job = _wait(client, job["id"], not args.no_progress)
@@ -143,6 +148,15 @@ def _ranking(args: argparse.Namespace) -> int:
                     client.plot(args.name, [measure], args.target, color_by=args.color_by, **protocol)
                 )
             print(f"wrote {len(ranking['measures'])} plot(s) to {out_dir}", file=sys.stderr)
+        if args.mlflow_experiment:
+            from gscore.integrations.mlflow import log_collection_ranking
+
+            protocol = {key: options[key] for key in ("min_train_accuracy", "level", "n_resamples", "seed")}
+            run_id = log_collection_ranking(
+                client, args.name, ranking, args.mlflow_experiment, target=args.target, color_by=args.color_by,
+                protocol=protocol,
+            )  # fmt: skip
+            print(f"logged to MLflow experiment {args.mlflow_experiment!r}, run {run_id}", file=sys.stderr)
     fmt = output_format(args)
     sys.stdout.write(render(ranking, fmt, args.top))
     if ranking.get("not_scored") and fmt == "table":
@@ -252,6 +266,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hyperparameters", help="a flat JSON object (text or a file)")
     p.add_argument("--test-accuracy", type=float)
     p.add_argument("--train-accuracy", type=float)
+    p.add_argument("--notify-url", help="webhook: the server POSTs a signed event here when the job ends")
     p.add_argument("--wait", action="store_true", help="wait for the result (progress bar on stderr)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -300,6 +315,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--measures", help="comma-separated subset of measures")
     p.add_argument("--plot", metavar="DIR", help="also write one measure-vs-accuracy PNG per measure")
     p.add_argument("--color-by", metavar="HYPERPARAMETER", help="colour the --plot points by it (a legend)")
+    p.add_argument(
+        "--mlflow-experiment",
+        metavar="EXP",
+        help="also log the ranking to this MLflow experiment (JSON, CSV, plots; coefficients as metrics; "
+        "needs gscore[mlflow], store: $MLFLOW_TRACKING_URI)",
+    )
     add_ranking_options(p)
     _add_url_option(p)
     p.set_defaults(func=_client_errors(_ranking))

@@ -103,6 +103,15 @@ class Job(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error_type: Mapped[str | None] = mapped_column(String(64))
     owner: Mapped[str | None] = mapped_column(String(64), index=True)  # API key name; None: made keyless
+    # the webhook outbox (gscore.jobstore.notifications): pending until the event of the job's final state is
+    # delivered (or given up: failed); None without a notify_url
+    notify_url: Mapped[str | None] = mapped_column(String(2048))
+    notify_state: Mapped[str | None] = mapped_column(String(16), index=True)
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    notify_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notify_last_status: Mapped[int | None] = mapped_column(Integer)
+    notify_last_error: Mapped[str | None] = mapped_column(String(512))
+    notify_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class UploadedDataset(Base):

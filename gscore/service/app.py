@@ -12,6 +12,7 @@ from gscore.jobstore.datasets_repo import DatasetsRepo
 from gscore.jobstore.db import make_session_factory
 from gscore.jobstore.dispatch import Dispatcher
 from gscore.jobstore.jobs_repo import JobsRepo
+from gscore.jobstore.notifications import NotifierThread
 from gscore.jobstore.reaper import ReaperThread
 from gscore.jobstore.startup import prepare_state
 from gscore.jobstore.storage import Storage
@@ -60,11 +61,14 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
         if run_reaper:
             reaper = ReaperThread.from_settings(context.repo, context.dispatcher, context.settings)
             reaper.start()  # its first pass publishes every queued job again (in its own thread)
+        notifier = NotifierThread.start_if_enabled(context.sessions, context.settings) if run_reaper else None
         try:
             yield
         finally:
             if reaper is not None:
                 reaper.stop()
+            if notifier is not None:
+                notifier.stop()
             context.dispatcher.shutdown()
 
     app = FastAPI(  # /docs and /redoc are served offline by service.routes.api_docs

@@ -12,11 +12,13 @@ from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from gscore.jobstore.jobs_repo import STATES, JobsRepo
+from gscore.jobstore.notifications import NotificationsRepo
 
 
 class JobTableCollector(Collector):
-    """``gscore_jobs{state}``, ``gscore_job_failures{type}`` and ``gscore_job_stage_seconds{stage}`` (a
-    summary: ``_sum`` and ``_count`` per stage) computed from the database."""
+    """``gscore_jobs{state}``, ``gscore_job_failures{type}``, ``gscore_job_stage_seconds{stage}`` (a
+    summary: ``_sum`` and ``_count`` per stage) and ``gscore_webhook_events{state}`` computed from the
+    database."""
 
     def __init__(self, repo: JobsRepo) -> None:
         self.repo = repo
@@ -39,6 +41,12 @@ class JobTableCollector(Collector):
         for stage, seconds, jobs in self.repo.stage_timings():
             stages.add_metric([stage], count_value=jobs, sum_value=seconds)
         yield stages
+        webhooks = GaugeMetricFamily(
+            "gscore_webhook_events", "Webhook events by notification state", labels=["state"]
+        )
+        for state, count in NotificationsRepo(self.repo.sessions).count_by_state().items():
+            webhooks.add_metric([state], count)
+        yield webhooks
 
 
 class ServiceMetrics:

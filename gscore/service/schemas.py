@@ -33,6 +33,18 @@ class JobResult(BaseModel):
     meta: dict[str, Any]
 
 
+class Notification(BaseModel):
+    url: str
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="pending until the final state's event is delivered (a 2xx answer); failed: given up"
+    )
+    attempts: int
+    last_status_code: int | None = Field(description="the receiver's answer to the last attempt")
+    last_error: str | None = Field(description="why the last attempt failed; null once delivered")
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
 class JobOut(BaseModel):
     id: str
     state: JobState
@@ -53,6 +65,7 @@ class JobOut(BaseModel):
     train_accuracy: float | None
     result: JobResult | None
     error: JobError | None
+    notification: Notification | None = Field(None, description="the webhook (notify_url), if one was asked")
 
 
 class JobPage(BaseModel):
@@ -200,6 +213,21 @@ def job_out(job: Job) -> JobOut:
         train_accuracy=job.train_accuracy,
         result=JobResult(**job.result) if job.result else None,
         error=JobError(**job.error) if job.error else None,
+        notification=notification_out(job),
+    )
+
+
+def notification_out(job: Job) -> Notification | None:
+    if not job.notify_url:
+        return None
+    return Notification(
+        url=job.notify_url,
+        state=job.notify_state,  # type: ignore[arg-type]
+        attempts=job.notify_attempts or 0,
+        last_status_code=job.notify_last_status,
+        last_error=job.notify_last_error,
+        next_attempt_at=job.notify_next_at if job.notify_state == "pending" else None,
+        delivered_at=job.notify_delivered_at,
     )
 
 

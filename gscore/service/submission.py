@@ -15,8 +15,10 @@ from gscore.jobstore.db import Job, utcnow
 from gscore.jobstore.dedupe import dedupe_key, duplicate_result
 from gscore.jobstore.jobs_repo import QUEUED, SUCCEEDED, CancelConflict
 from gscore.jobstore.keys import KEYLESS, Principal
+from gscore.jobstore.notifications import notification_fields
 from gscore.jobstore.specs import JobSpec, normalized_spec, parse_flag, parse_meta, parse_spec, score_request
 from gscore.jobstore.storage import UploadSink
+from gscore.jobstore.webhooks import check_notify_url
 from gscore.service.context import ServiceContext
 from gscore.service.multipart import UploadedForm
 from gscore.service.problems import Problem
@@ -33,6 +35,7 @@ ALLOWED_FIELDS = {
     "hyperparameters",
     "test_accuracy",
     "train_accuracy",
+    "notify_url",  # a webhook (gscore.jobstore.webhooks): checked against GSCORE_WEBHOOK_ALLOWED_HOSTS
 }
 FINGERPRINT_FIELDS = (
     "dedupe_key",
@@ -96,6 +99,9 @@ def parse_submission(ctx: ServiceContext, form: UploadedForm, caller: Principal 
     spec = parse_spec(form.fields.get("spec"), onnx_model=is_onnx)
     meta = parse_meta(form.fields)
     replace = parse_flag(form.fields.get("replace"), "replace")
+    notify_url = form.fields.get("notify_url", "").strip() or None
+    if notify_url is not None:
+        check_notify_url(notify_url, ctx.settings)  # 422 naming the host, before anything is stored
     from gscore.inputs.datasets import BUILTIN_DATASET_NAMES
 
     dataset_sha, dataset_path = ctx.datasets.resolve(spec.dataset, BUILTIN_DATASET_NAMES, caller.visible_to)
@@ -112,6 +118,7 @@ def parse_submission(ctx: ServiceContext, form: UploadedForm, caller: Principal 
         "test_accuracy": meta.test_accuracy,
         "train_accuracy": meta.train_accuracy,
         "owner": caller.owner,
+        **notification_fields(notify_url),
     }
     return Submission(sink, spec, stored, dataset_path, fields, is_onnx=is_onnx, replace=replace)
 

@@ -12,6 +12,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown, w
 
 from gscore.jobstore.broker import SCORE_TASK, create_celery
 from gscore.jobstore.dispatch import Dispatcher
+from gscore.jobstore.notifications import NotifierThread
 from gscore.jobstore.reaper import ReaperThread
 from gscore.jobstore.startup import prepare_state
 from gscore.settings import Settings
@@ -68,10 +69,13 @@ def create_worker_app(settings: Settings) -> Celery:
         reaper = ReaperThread.from_settings(worker_context(settings).repo, Dispatcher(app), settings)
         reaper.start()
         reaper_holder["reaper"] = reaper
+        notifier = NotifierThread.start_if_enabled(worker_context(settings).repo.sessions, settings)
+        if notifier is not None:  # webhooks of the jobs this worker ends go out even if the API is down
+            reaper_holder["notifier"] = notifier
 
     @worker_shutdown.connect(weak=False)
     def _stop_reaper(**_: Any) -> None:
-        if "reaper" in reaper_holder:
-            reaper_holder["reaper"].stop()
+        for thread in reaper_holder.values():
+            thread.stop()
 
     return app

@@ -60,6 +60,11 @@ SUBMIT_BODY = {
                     "hyperparameters": {"type": "string", "description": "a flat JSON object"},
                     "test_accuracy": {"type": "number"},
                     "train_accuracy": {"type": "number"},
+                    "notify_url": {
+                        "type": "string",
+                        "description": "webhook: a signed JSON event is POSTed here when the job ends "
+                        "(http/https, host in GSCORE_WEBHOOK_ALLOWED_HOSTS; docs/service.md)",
+                    },
                 },
             }
         }
