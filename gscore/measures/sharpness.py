@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAGNITUDE_EPS",
     "MAX_WIDENINGS",
+    "Bisection",
     "SharpnessResult",
     "perturbed_parameter_names",
     "random_sharpness",
@@ -450,55 +451,77 @@ class _Setup:
     check_cancel: Callable[[], None]
 
 
+@dataclass(frozen=True)
+class Bisection:
+    """How a sharpness measure searches its scale; the settings all four measures share.
+
+    ``steps``, ``target_drop``, ``tolerance``: bisection steps, the accuracy drop sought and its tolerance;
+    ``upper``: the first upper bound of the scale (widened by doubling, at most ``MAX_WIDENINGS`` times);
+    ``seed``: the noise seed (recorded, unused by the worst case); ``kernels_only``: perturb conv/linear
+    kernels only, normalization in batch-statistics mode; ``magnitude_aware``: noise scaled by |w| + eps
+    (the measures' definition; False only for comparisons); ``batch_size``, ``device``: evaluation;
+    ``progress(steps_done, steps)`` and ``should_cancel()``: the caller's hooks.
+    """
+
+    steps: int
+    target_drop: float
+    tolerance: float
+    upper: float
+    seed: int
+    batch_size: int
+    device: torch.device
+    kernels_only: bool = False
+    magnitude_aware: bool = True
+    progress: ProgressCallback | None = None
+    should_cancel: CancelCheck | None = None
+
+    def recorded(self) -> dict[str, Any]:
+        """The settings as the result's ``parameters`` record them."""
+        return {
+            "kernels_only": self.kernels_only,
+            "target_drop": self.target_drop,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "device": str(self.device),
+            "steps": self.steps,
+            "tolerance": self.tolerance,
+            "upper": self.upper,
+            "max_widenings": MAX_WIDENINGS,
+        }
+
+
 def _solve(
     measure: str,
     model: nn.Module,
     x: Tensor,
     y: Tensor,
     error_at: Callable[[_Setup, float], float],
-    *,
-    kernels_only: bool,
-    magnitude_aware: bool,
-    steps: int,
-    target_drop: float,
-    tolerance: float,
-    upper: float,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-    progress: ProgressCallback | None,
-    should_cancel: CancelCheck | None,
+    search: Bisection,
     parameters: dict[str, Any],
 ) -> SharpnessResult:
     """Set up the private model copy and the unperturbed error, then bisect ``error_at(setup, scale)`` for
     the crossing of the threshold; the result records every parameter used (``parameters`` adds the
     measure's own)."""
-    check_cancel = _canceller(should_cancel)
-    if progress is not None:  # the stage starts now: set-up and widening are part of it
-        progress(0, steps)
-    ev = _Evaluator(model, x, y, kernels_only=kernels_only, batch_size=batch_size, device=device)
-    base_error, threshold = _base(ev, target_drop)
-    setup = _Setup(ev, _unit_scales(ev, magnitude_aware), threshold, check_cancel)
+    check_cancel = _canceller(search.should_cancel)
+    if search.progress is not None:  # the stage starts now: set-up and widening are part of it
+        search.progress(0, search.steps)
+    ev = _Evaluator(
+        model, x, y, kernels_only=search.kernels_only, batch_size=search.batch_size, device=search.device
+    )
+    base_error, threshold = _base(ev, search.target_drop)
+    setup = _Setup(ev, _unit_scales(ev, search.magnitude_aware), threshold, check_cancel)
     scale, taken, diagnostics = _bisect(
         lambda scale: error_at(setup, scale),
         threshold=threshold,
-        steps=steps,
-        tolerance=tolerance,
-        upper=upper,
+        steps=search.steps,
+        tolerance=search.tolerance,
+        upper=search.upper,
         check_cancel=check_cancel,
-        progress=progress,
+        progress=search.progress,
     )
     recorded = {
         "measure": measure,
-        "kernels_only": kernels_only,
-        "target_drop": target_drop,
-        "seed": seed,
-        "batch_size": batch_size,
-        "device": str(device),
-        "steps": steps,
-        "tolerance": tolerance,
-        "upper": upper,
-        "max_widenings": MAX_WIDENINGS,
+        **search.recorded(),
         "samples": ev.samples,
         "magnitude_eps": MAGNITUDE_EPS,
         "perturbed_tensors": len(ev.names),
@@ -511,38 +534,27 @@ def _random_sharpness(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    search: Bisection,
     *,
-    kernels_only: bool,
     draws: int,
-    steps: int,
-    target_drop: float,
-    tolerance: float,
-    upper: float,
-    seed: int,
-    batch_size: int,
-    device: str | torch.device,
-    progress: ProgressCallback | None,
-    should_cancel: CancelCheck | None,
     copies_per_pass: int | None,
     batched: bool | None,
-    magnitude_aware: bool,
 ) -> SharpnessResult:
     copies_per_pass = draws if copies_per_pass is None else copies_per_pass
     _check_inputs(
         x,
         y,
         draws=draws,
-        steps=steps,
-        target_drop=target_drop,
-        tolerance=tolerance,
-        upper=upper,
-        seed=seed,
-        batch_size=batch_size,
+        steps=search.steps,
+        target_drop=search.target_drop,
+        tolerance=search.tolerance,
+        upper=search.upper,
+        seed=search.seed,
+        batch_size=search.batch_size,
         copies_per_pass=copies_per_pass,
     )
-    resolved = resolve_device(device)
     if batched is None:
-        batched = resolved.type == "cuda"
+        batched = search.device.type == "cuda"
 
     def error_at(setup: _Setup, sigma: float) -> float:
         return _random_error(
@@ -551,34 +563,17 @@ def _random_sharpness(
             unit=setup.unit,
             draws=draws,
             copies_per_pass=copies_per_pass,
-            seed=seed,
+            seed=search.seed,
             batched=batched,
             threshold=setup.threshold,
-            tolerance=tolerance,
+            tolerance=search.tolerance,
         )
 
     specific: dict[str, Any] = {"draws": draws, "copies_per_pass": copies_per_pass, "batched": batched}
-    if not magnitude_aware:
+    if not search.magnitude_aware:
         specific["magnitude_aware"] = False
-    return _solve(
-        "random_sharpness_kernels" if kernels_only else "random_sharpness",
-        model,
-        x,
-        y,
-        error_at,
-        kernels_only=kernels_only,
-        magnitude_aware=magnitude_aware,
-        steps=steps,
-        target_drop=target_drop,
-        tolerance=tolerance,
-        upper=upper,
-        seed=seed,
-        batch_size=batch_size,
-        device=resolved,
-        progress=progress,
-        should_cancel=should_cancel,
-        parameters=specific,
-    )
+    name = "random_sharpness_kernels" if search.kernels_only else "random_sharpness"
+    return _solve(name, model, x, y, error_at, search, specific)
 
 
 def random_sharpness(
@@ -632,24 +627,20 @@ def random_sharpness(
         ``value`` = 1 / sigma' (lower predicts better generalization), ``scale`` = sigma', the unperturbed
         accuracy, steps taken, every parameter and the bisection's diagnostics.
     """
-    return _random_sharpness(
-        model,
-        x,
-        y,
-        kernels_only=kernels_only,
-        draws=draws,
+    search = Bisection(
         steps=steps,
         target_drop=target_drop,
         tolerance=tolerance,
         upper=upper,
         seed=seed,
         batch_size=batch_size,
-        device=device,
+        device=resolve_device(device),
+        kernels_only=kernels_only,
         progress=progress,
         should_cancel=should_cancel,
-        copies_per_pass=copies_per_pass,
-        batched=batched,
-        magnitude_aware=True,
+    )
+    return _random_sharpness(
+        model, x, y, search, draws=draws, copies_per_pass=copies_per_pass, batched=batched
     )
 
 
@@ -708,6 +699,18 @@ def worst_sharpness(
         seed=seed,
         batch_size=batch_size,
     )
+    search = Bisection(
+        steps=steps,
+        target_drop=target_drop,
+        tolerance=tolerance,
+        upper=upper,
+        seed=seed,
+        batch_size=batch_size,
+        device=resolve_device(device),
+        kernels_only=kernels_only,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
 
     def error_at(setup: _Setup, alpha: float) -> float:
         return _worst_error(
@@ -721,25 +724,8 @@ def worst_sharpness(
             check_cancel=setup.check_cancel,
         )
 
-    return _solve(
-        "worst_sharpness_kernels" if kernels_only else "worst_sharpness",
-        model,
-        x,
-        y,
-        error_at,
-        kernels_only=kernels_only,
-        magnitude_aware=True,
-        steps=steps,
-        target_drop=target_drop,
-        tolerance=tolerance,
-        upper=upper,
-        seed=seed,
-        batch_size=batch_size,
-        device=resolve_device(device),
-        progress=progress,
-        should_cancel=should_cancel,
-        parameters={"ascent_steps": ascent_steps, "ascent_lr": ascent_lr},
-    )
+    name = "worst_sharpness_kernels" if kernels_only else "worst_sharpness"
+    return _solve(name, model, x, y, error_at, search, {"ascent_steps": ascent_steps, "ascent_lr": ascent_lr})
 
 
 def random_sharpness_kernels(model: nn.Module, x: Tensor, y: Tensor, **kw: Any) -> SharpnessResult:

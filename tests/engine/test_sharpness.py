@@ -4,6 +4,7 @@ determinism, and that the caller's model is never modified (also when cancelled)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from statistics import NormalDist
 
@@ -198,28 +199,13 @@ def test_magnitude_aware_measures_are_rescaling_invariant_plain_noise_is_not(mlp
     model, x, y = mlp_data
     rescaled = rescaled_mlp(model, 8.0)
     torch.testing.assert_close(rescaled(x), model(x), rtol=1e-4, atol=1e-4)
-    options = dict(
-        kernels_only=False,
-        draws=20,
-        steps=12,
-        target_drop=0.1,
-        tolerance=0.01,
-        upper=2.0,
-        seed=0,
-        batch_size=500,
-        device="cpu",
-        progress=None,
-        should_cancel=None,
-        copies_per_pass=None,
-        batched=True,
+    search = sharpness.Bisection(
+        steps=12, target_drop=0.1, tolerance=0.01, upper=2.0, seed=0, batch_size=500, device=CPU
     )
-    aware = [
-        sharpness._random_sharpness(m, x, y, magnitude_aware=True, **options).scale for m in (model, rescaled)
-    ]
-    plain = [
-        sharpness._random_sharpness(m, x, y, magnitude_aware=False, **options).scale
-        for m in (model, rescaled)
-    ]
+    options = dict(draws=20, copies_per_pass=None, batched=True)
+    aware = [sharpness._random_sharpness(m, x, y, search, **options).scale for m in (model, rescaled)]
+    plain_search = dataclasses.replace(search, magnitude_aware=False)
+    plain = [sharpness._random_sharpness(m, x, y, plain_search, **options).scale for m in (model, rescaled)]
     assert aware[1] == pytest.approx(aware[0], rel=0.05)
     assert abs(math.log(plain[1] / plain[0])) > math.log(2.0)  # plain noise sees a different sharpness
     worst = [worst_sharpness(m, x, y, steps=12).scale for m in (model, rescaled)]
