@@ -36,22 +36,7 @@ LR_WD = [(0.01, 0.0), (0.32, 0.0), (0.1, 0.0), (0.1, 5e-4)]
 DROPOUT_AUG = [(0.0, True), (0.0, False), (0.2, False), (0.4, False)]
 WIDTH_DEPTH = [(16, 2), (24, 2), (16, 3)]
 RESULT_KEYS = ("scores", "status", "meta")
-DEFAULT_MEASURES = [
-    "c1",
-    "c2",
-    "c3",
-    "c4",
-    "random_sharpness",
-    "worst_sharpness",
-    "random_sharpness_kernels",
-    "worst_sharpness_kernels",
-    "llid",
-    "pid",
-    "id_ratio",
-    "ntk_alignment",
-    "ntk_layer_alignment",
-    "ntk_effective_rank",
-]
+DEFAULT_MEASURES = ["all"]  # every measure of the table (expanded by gscore.measures.table)
 
 
 @dataclass(frozen=True)
@@ -142,6 +127,8 @@ def train_one(
 
     torch.manual_seed(seed)
     model = build_model(config.arch())
+    initial = out_dir / f"{config.name}.initial.safetensors"  # for distance_to_init and layer_rotation
+    save_safetensors(model, initial)
     lr = config.learning_rate / 100 if config.optimizer == "adam" else config.learning_rate
     started = time.perf_counter()
     fit = train_classifier(
@@ -163,6 +150,7 @@ def train_one(
     return {
         "name": config.name,
         "checkpoint": str(path),
+        "initial_checkpoint": str(initial),
         "arch": config.arch(),
         "hyperparameters": config.hyperparameters(),
         "train_accuracy": fit.train_accuracy,
@@ -196,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--measures",
         default=",".join(DEFAULT_MEASURES),
-        help="measures each job computes (default: c1-c4, the four sharpness measures, the intrinsic "
-        "dimensions and the tangent-kernel measures)",
+        help="measures or families each job computes (default: all, every measure of the table)",
     )
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument(
@@ -218,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     client = Client(args.url)
-    measures = [m.strip() for m in args.measures.split(",") if m.strip()]
+    from gscore.measures.table import expand_measure_names
+
+    measures = expand_measure_names([m.strip() for m in args.measures.split(",") if m.strip()])
     data = load_digits_tensors()
     torch.set_num_threads(1)  # leave a core to the worker scoring the models already submitted
 
@@ -236,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             hyperparameters=record["hyperparameters"],
             test_accuracy=record["test_accuracy"],
             train_accuracy=record["train_accuracy"],
+            initial=record["initial_checkpoint"],
         )
         records.append(record)
         job_ids.append(job["id"])

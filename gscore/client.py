@@ -8,6 +8,7 @@ client.collection("sweep")
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -97,6 +98,7 @@ class Client:
         train_accuracy: float | None = None,
         idempotency_key: str | None = None,
         notify_url: str | None = None,
+        initial: str | Path | None = None,
     ) -> dict[str, Any]:
         """Upload a checkpoint (with its ``arch``) or an ONNX ``model`` file and queue its scoring; returns the
         job (state queued, or succeeded if deduplicated).
@@ -104,7 +106,9 @@ class Client:
         ``model``: an ``.onnx`` file instead of ``checkpoint_path``; the arch is ``{"family": "onnx"}`` (an
         ``arch`` given with it may only set ``input``). ``replace``: replace the collection's entry of the
         same ``model_name`` (else re-using a name is a 409). ``notify_url``: a webhook the service POSTs a
-        signed event to when the job ends (docs/service.md).
+        signed event to when the job ends (docs/service.md). ``initial``: the same
+        architecture's checkpoint at initialization (the ``initial_checkpoint`` part), for ``distance_to_init``
+        and ``layer_rotation``.
         """
         if (checkpoint_path is None) == (model is None):
             raise ValueError("give either checkpoint_path (with arch) or model (an .onnx file)")
@@ -138,14 +142,13 @@ class Client:
         part, path = (
             ("model", Path(model)) if model is not None else ("checkpoint", Path(checkpoint_path or ""))
         )
-        with path.open("rb") as handle:
-            return self._request(
-                "POST",
-                "/v1/jobs",
-                data=data,
-                headers=headers,
-                files={part: (path.name, handle, "application/octet-stream")},
-            )
+        with contextlib.ExitStack() as stack:
+            files = {part: (path.name, stack.enter_context(path.open("rb")), "application/octet-stream")}
+            if initial is not None:
+                initial_path = Path(initial)
+                handle = stack.enter_context(initial_path.open("rb"))
+                files["initial_checkpoint"] = (initial_path.name, handle, "application/octet-stream")
+            return self._request("POST", "/v1/jobs", data=data, headers=headers, files=files)
 
     def submit_sweep(self, manifest_or_rows: Any, **options: Any) -> Any:
         """Submit a whole collection from a manifest (a CSV/JSON path, or rows as dicts), resumably, and by

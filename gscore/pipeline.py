@@ -35,9 +35,10 @@ from gscore.inputs.checkpoints.loading import LoadReport
 from gscore.inputs.extraction import Activations
 from gscore.inputs.model_loading import load_scored_model
 from gscore.measures.context import CancelCheck, MeasureContext, ProbeKey, ProgressCallback
-from gscore.measures.table import DEFAULT_MEASURES, MEASURES
+from gscore.measures.table import DEFAULT_MEASURES, MEASURES, expand_measure_names
 from gscore.measures.types import (
     FAILED,
+    FAMILIES,
     OK,
     SPLITS,
     UNDEFINED,
@@ -59,7 +60,9 @@ class ScoreRequest:
     arch: dict[str, Any]
     dataset: str  # built-in name (digits, cifar10, cifar100, cifar100-coarse) or a path to an .npz
     split: str = "train"
-    measures: list[str] | None = None  # None: the default set (c1-c4; hierarchy ones skipped when absent)
+    measures: list[str] | None = None  # None: the default set (hierarchy ones skipped when absent); names,
+    # families (norm, spectral...) or "all"
+    initial_checkpoint: Path | None = None  # the same architecture at initialization (distance_to_init...)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"c1": {"k": 10}}
     samples_per_class: int | None = None
     seed: int = 0
@@ -124,20 +127,31 @@ def resolve_measures(request: ScoreRequest, has_hierarchy: bool) -> tuple[list[s
         return chosen, notes
     if not request.measures:
         raise SpecError("measures must name at least one measure", field="measures")
-    unknown = [m for m in request.measures if m not in MEASURES]
+    requested = expand_measure_names(list(request.measures))
+    unknown = [m for m in requested if m not in MEASURES]
     if unknown:
         raise SpecError(
-            f"unknown measure(s) {', '.join(map(repr, unknown))}; known: {', '.join(MEASURES)}",
+            f"unknown measure(s) {', '.join(map(repr, unknown))}; known: {', '.join(MEASURES)}, the families "
+            f"{', '.join(FAMILIES)}, or all",
             field="measures",
         )
-    needing = [m for m in request.measures if MEASURES[m].needs_hierarchy]
+    if not has_hierarchy:  # a family's or all's hierarchy measures are skipped; named ones are refused below
+        named = set(request.measures)
+        skipped = [m for m in requested if MEASURES[m].needs_hierarchy and m not in named]
+        notes += [
+            f"{name} skipped: the dataset has no label hierarchy (no subclass labels)" for name in skipped
+        ]
+        requested = [m for m in requested if m not in skipped]
+        if not requested:
+            raise SpecError("the families named hold no measure this dataset allows", field="measures")
+    needing = [m for m in requested if MEASURES[m].needs_hierarchy]
     if needing and not has_hierarchy:
         raise MeasureError(
             f"{', '.join(needing)} need(s) a label hierarchy (subclass labels `sub`), which dataset "
             f"{request.dataset!r} does not have; use c3/c4 or a dataset with a hierarchy "
             "(digits, cifar100-coarse, or an .npz with `sub`)"
         )
-    return list(dict.fromkeys(request.measures)), notes
+    return requested, notes
 
 
 def measure_parameters(request: ScoreRequest, measures: list[str]) -> dict[str, dict[str, Any]]:
@@ -188,14 +202,21 @@ def _check_cancel(should_cancel: CancelCheck | None) -> None:
 
 
 def load_model(
-    request: ScoreRequest, default_normalization: Any, image_shape: tuple[int, ...] | None = None
+    request: ScoreRequest,
+    default_normalization: Any,
+    image_shape: tuple[int, ...] | None = None,
+    checkpoint: Path | None = None,
 ) -> tuple[nn.Module, LoadReport]:
     """Build the architecture and load the checkpoint safely (or convert the ONNX file of an
     ``{"family": "onnx"}`` spec), then prepend its input normalization; the report says which wrapper
-    prefix (``module.``...) was removed from the checkpoint's keys, if any."""
+    prefix (``module.``...) was removed from the checkpoint's keys, if any. ``checkpoint``: another file
+    of the same architecture than ``request.checkpoint`` (the initial checkpoint)."""
     spec = parse_arch_spec(request.arch)
     model, report = load_scored_model(
-        spec, request.checkpoint, max_bytes=request.max_model_bytes, image_shape=image_shape
+        spec,
+        checkpoint or request.checkpoint,
+        max_bytes=request.max_model_bytes,
+        image_shape=image_shape,
     )
     normalization = input_normalization(spec, default_normalization)
     if normalization is not None:
@@ -284,6 +305,9 @@ def run(
     model, load_report = load_model(request, probe.default_normalization, tuple(probe.x.shape[1:]))
     model = model.to(device)
     check_model_fits(model, request.arch, probe, device)
+    initial_model = None
+    if request.initial_checkpoint is not None:
+        initial_model = load_initial_model(request, probe, device)
     report("load", 1, 1)
     load_seconds = time.perf_counter() - started
     _check_cancel(should_cancel)
@@ -308,7 +332,23 @@ def run(
         extra_meta={"checkpoint_prefix_removed": load_report.removed_prefix}
         if load_report.removed_prefix
         else {},
+        initial_model=initial_model,
     )
+
+
+def load_initial_model(request: ScoreRequest, probe: datasets.ProbeSet, device: torch.device) -> nn.Module:
+    """The initial checkpoint's model (same arch and input normalization), on ``device``; its errors say
+    ``initial_checkpoint`` (a SpecError's field, a checkpoint error's detail)."""
+    assert request.initial_checkpoint is not None
+    try:
+        model, _ = load_model(
+            request, probe.default_normalization, tuple(probe.x.shape[1:]), request.initial_checkpoint
+        )
+    except SpecError as exc:
+        raise SpecError(f"initial_checkpoint: {exc.detail}", field="initial_checkpoint") from None
+    except GScoreError as exc:
+        raise type(exc)(f"initial_checkpoint: {exc.detail}") from None
+    return model.to(device)
 
 
 def evaluate(
@@ -330,11 +370,14 @@ def evaluate(
     should_cancel: CancelCheck | None,
     timings: dict[str, float],
     extra_meta: dict[str, Any] | None = None,
+    initial_model: nn.Module | None = None,
 ) -> ScoringOutcome:
     """Score a loaded ``model`` (eval mode, on ``device``, normalization prepended) on ``probe`` (one of
     ``splits``, subset): every measure of ``measures`` with its resolved ``params``. ``splits`` holds the
     whole splits already loaded; others are read from ``dataset`` when a measure asks for them (``None``:
-    in-memory data, and a measure needing another split reports why it could not run). A measure whose
+    in-memory data, and a measure needing another split reports why it could not run). ``initial_model``:
+    the same architecture at initialization (prepared like ``model``), for the measures that compare to it.
+    A measure whose
     ``split`` parameter names a split the data does not have (the held-out default of the
     intrinsic-dimension measures on an ``.npz`` without ``x_test``) runs on ``probe.split``, with a note."""
     notes = list(notes)
@@ -358,6 +401,7 @@ def evaluate(
         plan=[(MEASURES[name], params[name]) for name in measures],
         progress=progress,
         should_cancel=should_cancel,
+        initial_model=initial_model,
     )
     ctx.timings.update(timings)
     for split, whole in splits.items():
@@ -377,6 +421,11 @@ def evaluate(
         "probe_accuracy": round(ctx.probe_accuracy(), 6),
     }
     meta.update(extra_meta or {})
+    if initial_model is not None:
+        meta["initial_checkpoint"] = True
+    folded = ctx.cache.get(("folded", "model"))
+    if folded is not None:
+        meta["batchnorm_folding"] = folded.meta()["batchnorm_folding"]
     if notes:
         meta["notes"] = notes
     activations = ctx.extracted()
@@ -411,7 +460,7 @@ def compute_measures(ctx: MeasureContext) -> list[MeasureResult]:
     results: list[MeasureResult] = []
     for measure, params in ctx.plan:
         ctx.check_cancel()
-        if measure.kind == "activations":
+        if measure.kind == "activations" or measure.needs & {"logits", "last_linear"}:
             try:
                 ctx.activations()  # the extraction is its own stage, timed apart from the measures
             except MeasureError:

@@ -12,7 +12,7 @@ parameters): both run :func:`gscore.pipeline.evaluate`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,7 @@ def score(
     data_dir: Path | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
+    initial: nn.Module | Mapping[str, torch.Tensor] | None = None,
 ) -> ScoreResult:
     """Score an in-memory classifier.
 
@@ -129,7 +130,8 @@ def score(
         ``(x, y)`` / ``(x, y, sub)`` with x [N, C, H, W] (uint8 pixels are scaled by 1/255, floats used as
         given), y [N] class labels, sub [N] subclass labels (needed by c1/c2).
     measures : list of str, optional
-        Names from ``gscore.measures.table.MEASURES``; default c1-c4 (c1/c2 only with a hierarchy).
+        Names from ``gscore.measures.table.MEASURES``, families (``norm``, ``spectral``...) or ``all``;
+        default c1-c4 (c1/c2 only with a hierarchy), ``margin``, the norm measures and ``davies_bouldin``.
     params : dict, optional
         Per-measure parameter overrides, e.g. ``{"c1": {"k": 10}}``.
     split : {"train", "test"}
@@ -141,6 +143,9 @@ def score(
     normalization : "dataset", None or (mean, std)
         Put in front of the model: the dataset's constants (``"dataset"``, none for in-memory data), none,
         or explicit per-channel values.
+    initial : nn.Module or state dict, optional
+        The same architecture at its initialization (a module, or a state dict loaded strictly into a copy
+        of ``model``), for ``distance_to_init`` and ``layer_rotation``; given the same normalization.
 
     Returns
     -------
@@ -187,6 +192,12 @@ def score(
         scored = nn.Sequential(prefix, scored)
     scored = scored.to(resolved_device).eval()
     check_logits(scored, probe, resolved_device, field="model")
+    initial_model = None
+    if initial is not None:
+        initial_model = _initial_copy(model, initial)
+        if prefix is not None:
+            initial_model = nn.Sequential(copy.deepcopy(prefix), initial_model)
+        initial_model = initial_model.to(resolved_device).eval()
     torch.manual_seed(seed)
     outcome = evaluate(
         scored,
@@ -207,6 +218,26 @@ def score(
         progress=progress or (lambda stage, done, total: None),
         should_cancel=should_cancel,
         timings={},
+        initial_model=initial_model,
     )
     result = outcome.result
     return ScoreResult(result["scores"], result["status"], result["meta"])
+
+
+def _initial_copy(model: nn.Module, initial: nn.Module | Mapping[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``initial`` (a module), or of ``model`` with the state dict ``initial`` loaded strictly."""
+    if isinstance(initial, nn.Module):
+        return copy.deepcopy(initial)
+    if not isinstance(initial, Mapping):
+        raise SpecError(
+            f"initial must be a torch.nn.Module or a state dict, got {type(initial).__name__}",
+            field="initial",
+        )
+    copied = copy.deepcopy(model)
+    try:
+        copied.load_state_dict(dict(initial), strict=True)
+    except RuntimeError as exc:
+        raise SpecError(
+            f"initial does not fit the model: {str(exc).splitlines()[0]}", field="initial"
+        ) from None
+    return copied

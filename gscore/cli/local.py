@@ -146,6 +146,11 @@ def add_model_source_arguments(parser: argparse.ArgumentParser, checkpoint_help:
         metavar="FILE.onnx",
         help='an ONNX model (architecture and weights) instead of checkpoint + --arch; arch {"family": "onnx"}',
     )
+    parser.add_argument(
+        "--initial-checkpoint",
+        metavar="FILE",
+        help="the same architecture at its initialization (for distance_to_init and layer_rotation)",
+    )
 
 
 def model_source(checkpoint: str | None, arch: str | None, model: str | None) -> dict[str, Any]:
@@ -197,6 +202,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         device=args.device,
         data_dir=Path(args.data_dir) if args.data_dir else settings.resolved_datasets_dir,
         max_model_bytes=settings.max_upload_bytes,
+        initial_checkpoint=Path(args.initial_checkpoint) if args.initial_checkpoint else None,
     )
     outcome = run(request, progress=_progress_printer(not args.no_progress))
     # scores first: a failed dump (disk full) must not lose them
@@ -256,7 +262,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", help="where built-in datasets are installed (default: settings)")
     p.add_argument("--split", default="train", choices=["train", "test"])
-    p.add_argument("--measures", help="comma-separated, e.g. c1,c2,c3,c4 (default: c1-c4 where possible)")
+    p.add_argument(
+        "--measures",
+        help="comma-separated names or families, e.g. c1,c2 or norm,c1 or all (default: c1-c4 where possible, "
+        "margin, the norm measures and davies_bouldin)",
+    )
     p.add_argument(
         "--param",
         action="append",

@@ -83,6 +83,12 @@ def _submit(args: argparse.Namespace) -> int:
 
         what = "--model" if args.model else "checkpoint"
         raise CheckpointError(f"{what} file {str(source['checkpoint'])!r} is missing (no such file)")
+    if args.initial_checkpoint is not None and not Path(args.initial_checkpoint).is_file():
+        from gscore.errors import CheckpointError
+
+        raise CheckpointError(
+            f"--initial-checkpoint file {args.initial_checkpoint!r} is missing (no such file)"
+        )
     with _client(args) as client:
         job = client.submit(
             None if args.model else source["checkpoint"],
@@ -101,6 +107,7 @@ def _submit(args: argparse.Namespace) -> int:
             test_accuracy=args.test_accuracy,
             train_accuracy=args.train_accuracy,
             notify_url=args.notify_url,
+            initial=args.initial_checkpoint,
         )
         if args.wait:
             job = _wait(client, job["id"], not args.no_progress)

@@ -39,6 +39,11 @@ Representations (``representations=True``, same forward pass, for the intrinsic-
   ``()`` for [B, C] calls), and the last call of each run is a stage, named like its layer.
 
 ``predictions`` (always): argmax over dim 1 of the model's output when it is a [B, C] tensor.
+
+For the peer measures (same pass, each on request): ``last_linear=True`` captures ``last_linear_input`` alone
+(no stage outputs); ``logits=True`` keeps the model's [B, C] output (float32); ``first_relu_output=True`` keeps
+the output of the first ReLU-type call, max-pooled with a 4 x 4 window and stride 4 when it is [B, C, H, W]
+with H, W >= 4 (as is otherwise), flattened.
 """
 
 from __future__ import annotations
@@ -90,6 +95,8 @@ class Activations:
     ``stage_outputs``: ``[(layer name, [N, D_s] float32)]``, the flattened output of the last ReLU-type call
     at each spatial resolution, in call order (empty when not requested).
     ``predictions``: [N] int64, argmax of the model's [B, C] output (None when the output is not [B, C]).
+    ``logits``: [N, C] float32, the model's output (when asked for and [B, C]); ``first_relu_output``:
+    [N, D] float32, the pooled, flattened output of the first ReLU-type call (when asked for).
     """
 
     pre: torch.Tensor
@@ -99,6 +106,8 @@ class Activations:
     last_linear_name: str | None = None
     stage_outputs: list[tuple[str, torch.Tensor]] = field(default_factory=list)
     predictions: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    first_relu_output: torch.Tensor | None = None
 
     @property
     def num_layers(self) -> int:
@@ -120,11 +129,21 @@ class _ReluCapture(TorchFunctionMode):
     (``learn_plan``); later batches copy only those tensors.
     """
 
-    def __init__(self, model: nn.Module, pool: bool = True, representations: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        pool: bool = True,
+        representations: bool = False,
+        last_linear: bool = False,
+        first_output: bool = False,
+    ) -> None:
         super().__init__()
         self._model = model
         self._pool = pool
-        self._representations = representations
+        self._representations = representations  # stage outputs (and the last linear input)
+        self._last_linear = representations or last_linear
+        self._first_output = first_output
+        self.first_output: torch.Tensor | None = None  # [B, D]: the first ReLU call's pooled output
         self._module_stack: list[tuple[str, nn.Module]] = []
         self._hook_handles: list[torch.utils.hooks.RemovableHandle] = []
         self.batch_size = 0
@@ -148,7 +167,7 @@ class _ReluCapture(TorchFunctionMode):
             name = qualified_name or _ROOT_NAME
             self._hook_handles.append(module.register_forward_pre_hook(self._make_pre_hook(name)))
             self._hook_handles.append(module.register_forward_hook(self._pop_module, always_call=True))
-            if self._representations and isinstance(module, nn.Linear):
+            if self._last_linear and isinstance(module, nn.Linear):
                 self._hook_handles.append(
                     module.register_forward_pre_hook(self._make_linear_hook(name), with_kwargs=True)
                 )
@@ -200,6 +219,7 @@ class _ReluCapture(TorchFunctionMode):
         self.linear_input = None
         self.linear_name = None
         self.linear_calls = 0
+        self.first_output = None
 
     def finish_batch(self) -> None:
         """Commit the last stage of the first batch."""
@@ -269,8 +289,18 @@ class _ReluCapture(TorchFunctionMode):
             output = func(*args, **kwargs)
             if self._representations:
                 self._record_output(index, output)
+            if self._first_output and index == 0:
+                self.first_output = first_relu_features(output)
             return output
         return func(*args, **kwargs)
+
+
+def first_relu_features(output: torch.Tensor) -> torch.Tensor:
+    """[B, D] float32: ``output`` [B, C, H, W] max-pooled with a 4 x 4 window and stride 4 (when H, W >= 4),
+    flattened; other shapes flattened as they are."""
+    if output.dim() == 4 and output.shape[2] >= 4 and output.shape[3] >= 4:
+        output = F.max_pool2d(output, kernel_size=4, stride=4)
+    return output.flatten(1).to(torch.float32, copy=True)
 
 
 def _check_same_layers(
@@ -303,6 +333,16 @@ def _predictions_of(output: Any, batch_size: int) -> torch.Tensor | None:
     if isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == batch_size:
         return output.argmax(dim=1)
     return None
+
+
+def _check_same_width(what: str, batch: torch.Tensor | None, buffer: torch.Tensor | None, start: int) -> None:
+    """A later batch's capture has the first batch's width (or both are absent)."""
+    got = None if batch is None else int(batch.shape[1])
+    expected = None if buffer is None else int(buffer.shape[1])
+    if got != expected:
+        raise MeasureError(
+            f"the {what} has {got} features in the batch starting at sample {start} instead of {expected}"
+        )
 
 
 def _check_representations(
@@ -339,6 +379,9 @@ def extract_preactivations(
     *,
     representations: bool = False,
     preactivations: bool = True,
+    last_linear: bool = False,
+    logits: bool = False,
+    first_relu_output: bool = False,
 ) -> Activations:
     """Run ``model`` (eval mode, inference mode) over ``batches`` and return its pooled ReLU inputs.
 
@@ -375,6 +418,9 @@ def extract_preactivations(
         Also capture ``last_linear_input`` [N, D] and ``stage_outputs`` [(name, [N, D_s])].
     preactivations : bool
         Capture the pooled ReLU inputs ``pre`` [N, M] (False: ``pre`` is [N, 0]).
+    last_linear, logits, first_relu_output : bool
+        Also capture ``last_linear_input`` (without the stage outputs), ``logits`` [N, C] and
+        ``first_relu_output`` [N, D] (see the module docstring).
 
     Returns
     -------
@@ -391,10 +437,18 @@ def extract_preactivations(
     training_flags = _snapshot_training_flags(model)
     model.to(device)
     model.eval()
-    capture = _ReluCapture(model, pool=preactivations, representations=representations)
+    capture = _ReluCapture(
+        model,
+        pool=preactivations,
+        representations=representations,
+        last_linear=last_linear,
+        first_output=first_relu_output,
+    )
     pre: torch.Tensor | None = None
     stage_buffers: list[tuple[str, torch.Tensor]] = []
     linear_buffer: torch.Tensor | None = None
+    logits_buffer: torch.Tensor | None = None
+    first_buffer: torch.Tensor | None = None
     predictions: torch.Tensor | None = None
     has_predictions = True
     layer_names: list[str] = []
@@ -420,6 +474,7 @@ def extract_preactivations(
                     output = model(inputs)
                 capture.finish_batch()
                 batch_predictions = _predictions_of(output, batch_size)
+                batch_logits = output.to(torch.float32) if logits and batch_predictions is not None else None
                 del output
                 features, names, widths = capture.features, capture.names, capture.widths
                 capture.features = []  # drop the references held by the capture
@@ -436,8 +491,12 @@ def extract_preactivations(
                         linear_width = int(capture.linear_input.shape[1])
                 else:
                     _check_same_layers(names, widths, layer_names, layer_widths, done)
-                    if representations:
+                    if representations or last_linear:
                         _check_representations(capture, stage_widths, linear_width, done)
+                    _check_same_width(
+                        "output of the first ReLU call", capture.first_output, first_buffer, done
+                    )
+                    _check_same_width("model output", batch_logits, logits_buffer, done)
                 batch_pre = (
                     torch.cat([f.to(torch.float32) for f in features], dim=1) if preactivations else None
                 )
@@ -457,6 +516,14 @@ def extract_preactivations(
                         (num_samples, linear_width), dtype=torch.float32, device=store
                     )
                 predictions = torch.empty(num_samples, dtype=torch.int64, device=store)
+                if capture.first_output is not None:
+                    first_buffer = torch.empty(
+                        (num_samples, int(capture.first_output.shape[1])), dtype=torch.float32, device=store
+                    )
+                if batch_logits is not None:
+                    logits_buffer = torch.empty(
+                        (num_samples, int(batch_logits.shape[1])), dtype=torch.float32, device=store
+                    )
             assert pre is not None and predictions is not None
             if batch_pre is not None:
                 pre[done : done + batch_size].copy_(batch_pre)
@@ -467,6 +534,12 @@ def extract_preactivations(
             if linear_buffer is not None and capture.linear_input is not None:
                 linear_buffer[done : done + batch_size].copy_(capture.linear_input)
             capture.linear_input = None
+            if first_buffer is not None and capture.first_output is not None:
+                first_buffer[done : done + batch_size].copy_(capture.first_output)
+            capture.first_output = None
+            if logits_buffer is not None and batch_logits is not None:
+                logits_buffer[done : done + batch_size].copy_(batch_logits)
+            batch_logits = None
             if batch_predictions is None:
                 has_predictions = False
             elif has_predictions:
@@ -494,4 +567,6 @@ def extract_preactivations(
         last_linear_name=capture.linear_name if linear_buffer is not None else None,
         stage_outputs=stage_buffers,
         predictions=predictions if has_predictions else None,
+        logits=logits_buffer if has_predictions else None,
+        first_relu_output=first_buffer,
     )

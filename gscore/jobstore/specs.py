@@ -245,9 +245,14 @@ def check_dataset_name(name: str) -> None:
 
 
 def score_request(
-    spec: dict[str, Any], checkpoint: Path, settings: Settings, dataset_path: Path | None
+    spec: dict[str, Any],
+    checkpoint: Path,
+    settings: Settings,
+    dataset_path: Path | None,
+    initial_checkpoint: Path | None = None,
 ) -> ScoreRequest:
-    """The engine request for a stored spec; ``dataset_path`` is the stored file of an uploaded dataset."""
+    """The engine request for a stored spec; ``dataset_path`` is the stored file of an uploaded dataset,
+    ``initial_checkpoint`` the stored file of ``spec["initial_checkpoint_sha256"]``."""
     from gscore.pipeline import ScoreRequest
 
     return ScoreRequest(
@@ -262,4 +267,5 @@ def score_request(
         device=settings.device,
         data_dir=settings.resolved_datasets_dir,
         max_model_bytes=settings.max_upload_bytes,
+        initial_checkpoint=initial_checkpoint,
     )

@@ -62,6 +62,7 @@ class MeasureContext:
     plan: list[tuple[Measure, dict[str, Any]]]
     progress: ProgressCallback = lambda stage, done, total: None
     should_cancel: CancelCheck | None = None
+    initial_model: nn.Module | None = None  # the same architecture at initialization, prepared like model
     timings: dict[str, float] = field(default_factory=dict)
     cache: dict[Any, Any] = field(default_factory=dict)
     _splits: dict[str, datasets.ProbeSet] = field(default_factory=dict)
@@ -140,15 +141,21 @@ class MeasureContext:
         return self.training_sample(per_class, seed)
 
     # -- activations -----------------------------------------------------------------------------
-    def _captures(self, key: ProbeKey) -> tuple[bool, bool]:
-        """(pre-activations, representations): what the run's measures read from probe set ``key``."""
-        pre = rep = False
+    def _captures(self, key: ProbeKey) -> dict[str, bool]:
+        """What the run's measures read from probe set ``key``: the pooled pre-activations (``activations``),
+        stage outputs and last-linear input (``representations``), the last-linear input alone
+        (``last_linear``), the model's output (``logits``) and the first ReLU output (``first_relu``,
+        for a ``layer`` parameter of ``"first"``)."""
+        wanted = dict.fromkeys(("activations", "representations", "last_linear", "logits"), False)
+        wanted["first_relu"] = False
         for measure, params in self.plan:
             if self.probe_key_of(params) != key:
                 continue
-            pre = pre or "activations" in measure.needs
-            rep = rep or "representations" in measure.needs
-        return pre, rep
+            for need in wanted:
+                wanted[need] = wanted[need] or need in measure.needs
+            if "last_linear" in measure.needs and params.get("layer") == "first":
+                wanted["first_relu"] = True
+        return wanted
 
     def activations(
         self, split: str | None = None, samples: int | None = None, seed: int | None = None
@@ -170,12 +177,15 @@ class MeasureContext:
         return cached if isinstance(cached, Activations) else None
 
     def _extract(self, key: ProbeKey) -> Activations | MeasureError:
-        pre, rep = self._captures(key)
-        options: dict[str, Any] = {}
-        if rep:
-            options["representations"] = True
-            if not pre:
-                options["preactivations"] = False
+        wanted = self._captures(key)
+        options: dict[str, Any] = {
+            "representations": wanted["representations"],
+            "last_linear": wanted["last_linear"],
+            "logits": wanted["logits"],
+            "first_relu_output": wanted["first_relu"],
+            # without pre-activation measures a model without ReLUs is no error
+            "preactivations": wanted["activations"] or not any(wanted.values()),
+        }
         probe = self.probe_set(key.split, key.samples, key.seed)
         stage = "extract" if key == self.probe_key else f"extract_{key.split}"
         started = time.perf_counter()

@@ -10,9 +10,18 @@ every sharpness measure with the same size and seed) and calls ``compute(ctx, pa
 
 from __future__ import annotations
 
-from gscore.measures.types import Measure
+from gscore.measures.types import FAMILIES, Measure
 
-__all__ = ["CLUSTERING_MEASURES", "DEFAULT_MEASURES", "MEASURES", "MeasureInfo", "orientation"]
+__all__ = [
+    "CLUSTERING_MEASURES",
+    "DEFAULT_MEASURES",
+    "FAMILIES",
+    "MEASURES",
+    "MeasureInfo",
+    "expand_measure_names",
+    "family_members",
+    "orientation",
+]
 
 MeasureInfo = Measure  # the name earlier releases used for an entry
 
@@ -36,6 +45,7 @@ _ENTRIES = [
         "gscore.measures.clustering:c1_measure",
         {"k": 30},
         description="median over subclasses of the top-k mean of neuron selectivities",
+        family="clustering",
     ),
     Measure(
         "c2",
@@ -46,6 +56,7 @@ _ENTRIES = [
         "gscore.measures.clustering:c2_measure",
         {"k": 5},
         description="median over subclasses of the top-k mean over layers of cosine silhouette values",
+        family="clustering",
     ),
     Measure(
         "c3",
@@ -56,6 +67,7 @@ _ENTRIES = [
         "gscore.measures.clustering:c3_measure",
         {"k": 30},
         description="mean over classes of the top-k mean of std_class / std_all per neuron",
+        family="clustering",
     ),
     Measure(
         "c4",
@@ -66,6 +78,7 @@ _ENTRIES = [
         "gscore.measures.clustering:c4_measure",
         {"k": 5},
         description="mean over classes of the top-k mean over layers of the std of cosine distances ratio",
+        family="clustering",
     ),
     Measure(
         "random_sharpness",
@@ -76,6 +89,7 @@ _ENTRIES = [
         "gscore.measures.sharpness:random_sharpness_measure",
         dict(_RANDOM_PARAMETERS),
         description="inverse of the largest magnitude-aware Gaussian noise scale that costs 0.1 training accuracy",
+        family="sharpness",
     ),
     Measure(
         "worst_sharpness",
@@ -86,6 +100,7 @@ _ENTRIES = [
         "gscore.measures.sharpness:worst_sharpness_measure",
         dict(_WORST_PARAMETERS),
         description="inverse of the largest magnitude-aware box radius whose worst case costs 0.1 training accuracy",
+        family="sharpness",
     ),
     Measure(
         "random_sharpness_kernels",
@@ -96,6 +111,7 @@ _ENTRIES = [
         "gscore.measures.sharpness:random_sharpness_kernels_measure",
         dict(_RANDOM_PARAMETERS),
         description="as 1/sigma' perturbing only conv/linear kernels, normalization in batch-statistics mode",
+        family="sharpness",
     ),
     Measure(
         "worst_sharpness_kernels",
@@ -106,6 +122,7 @@ _ENTRIES = [
         "gscore.measures.sharpness:worst_sharpness_kernels_measure",
         dict(_WORST_PARAMETERS),
         description="as 1/alpha' perturbing only conv/linear kernels, normalization in batch-statistics mode",
+        family="sharpness",
     ),
 ]
 
@@ -126,6 +143,7 @@ _ENTRIES += [
         dict(_ID_RULES),
         description="TwoNN intrinsic dimension of the input of the model's last nn.Linear call, mean over "
         "seeded resamples",
+        family="intrinsic_dimension",
     ),
     Measure(
         "pid",
@@ -137,6 +155,7 @@ _ENTRIES += [
         dict(_ID_PARAMETERS),
         dict(_ID_RULES),
         description="maximum TwoNN intrinsic dimension over the stage outputs and the last-layer input",
+        family="intrinsic_dimension",
     ),
     Measure(
         "id_ratio",
@@ -148,6 +167,7 @@ _ENTRIES += [
         dict(_ID_PARAMETERS),
         dict(_ID_RULES),
         description="pid / llid",
+        family="intrinsic_dimension",
     ),
 ]
 
@@ -167,6 +187,7 @@ _ENTRIES += [
         dict(_NTK_PARAMETERS),
         dict(_NTK_RULES),
         description="y^T K_c y / (||K_c||_F ||y||^2) of the tangent kernel over all trainable parameters",
+        family="tangent",
     ),
     Measure(
         "ntk_layer_alignment",
@@ -178,6 +199,7 @@ _ENTRIES += [
         dict(_NTK_PARAMETERS),
         dict(_NTK_RULES),
         description="the alignment of each module's tangent kernel, averaged over modules with parameters",
+        family="tangent",
     ),
     Measure(
         "ntk_effective_rank",
@@ -189,13 +211,172 @@ _ENTRIES += [
         dict(_NTK_PARAMETERS),
         dict(_NTK_RULES),
         description="effective rank of the centred tangent kernel; trace ratios T_40/T_80/T_160 and Tr K / N in meta",
+        family="tangent",
     ),
+]
+
+# Peer measures (docs/measures.md, "Peer measures"): output margin and norms of the BatchNorm-folded network,
+# distances to an initial checkpoint, the PGDL winners' representation measures, WeightWatcher's metrics.
+_LOGITS = frozenset({"logits", "probe"})
+_WEIGHTS = frozenset({"model", "probe"})
+_LOGITS_AND_WEIGHTS = _LOGITS | _WEIGHTS
+_INITIAL = frozenset({"model", "probe", "initial_model"})
+
+
+def _norm(name: str, title: str, orientation: int, needs: frozenset[str], description: str) -> Measure:
+    return Measure(
+        name,
+        title,
+        orientation,
+        needs,
+        "weights",
+        f"gscore.measures.norms:{name}_measure",
+        description=description,
+        family="norm",
+    )
+
+
+def _spectral(name: str, title: str) -> Measure:
+    return Measure(
+        name,
+        title,
+        -1,
+        frozenset({"model"}),
+        "weights",
+        f"gscore.measures.spectral:{name}_measure",
+        description=f"{title} from the summary of weightwatcher's analyze() (optional extra "
+        "gscore[weightwatcher])",
+        family="spectral",
+    )
+
+
+_ENTRIES += [
+    _norm(
+        "margin",
+        "output margin (10th percentile)",
+        +1,
+        _LOGITS,
+        "k-th smallest label-logit minus largest other logit on the probe set, k = max(1, N // 10)",
+    ),
+    _norm(
+        "spectral_product_over_margin",
+        "log prod ||W||_2^2 / margin^2",
+        -1,
+        _LOGITS_AND_WEIGHTS,
+        "sum of log squared spectral norms of the BatchNorm-folded weights minus 2 log margin",
+    ),
+    _norm(
+        "frobenius_product_over_margin",
+        "log prod ||W||_F^2 / margin^2",
+        -1,
+        _LOGITS_AND_WEIGHTS,
+        "sum of log squared Frobenius norms of the BatchNorm-folded weights minus 2 log margin",
+    ),
+    _norm(
+        "path_norm",
+        "path norm",
+        -1,
+        _WEIGHTS,
+        "sqrt of the summed output of the squared folded network on an all-ones input",
+    ),
+    _norm(
+        "path_norm_over_margin",
+        "path norm^2 / margin^2",
+        -1,
+        _LOGITS_AND_WEIGHTS,
+        "squared path norm over the squared margin",
+    ),
+    _norm(
+        "param_norm",
+        "sum ||W||_F^2",
+        -1,
+        _WEIGHTS,
+        "sum of squared Frobenius norms of the BatchNorm-folded weights",
+    ),
+    _norm(
+        "fro_over_spec",
+        "sum ||W||_F^2 / ||W||_2^2",
+        -1,
+        _WEIGHTS,
+        "sum over layers of the squared Frobenius over squared spectral norm of the folded weights",
+    ),
+    _norm(
+        "distance_to_init",
+        "sum ||W - W0||_F^2",
+        -1,
+        _INITIAL,
+        "squared Frobenius distance of the folded weights to the initial checkpoint's (needs it)",
+    ),
+    _norm(
+        "layer_rotation",
+        "mean layer rotation (cosine distance to init)",
+        +1,
+        _INITIAL,
+        "mean over conv/linear kernels of 1 - cos(w, w0) to the initial checkpoint (needs it)",
+    ),
+    Measure(
+        "davies_bouldin",
+        "Davies-Bouldin index of the class clusters",
+        -1,
+        frozenset({"last_linear", "probe"}),
+        "representation",
+        "gscore.measures.representation:davies_bouldin_measure",
+        {"layer": "penultimate"},
+        {"layer": "layer"},
+        description="scikit-learn's davies_bouldin_score of the probe's classes in the last nn.Linear input "
+        "(layer=penultimate) or the pooled first ReLU output (layer=first)",
+        family="representation",
+    ),
+    Measure(
+        "mixup_loss",
+        "label-wise mixup loss",
+        -1,
+        frozenset({"model", "probe"}),
+        "representation",
+        "gscore.measures.representation:mixup_loss_measure",
+        {"per_class": 10, "seed": 0},
+        description="mean cross-entropy of the class label on midpoints of same-class probe pairs",
+        family="representation",
+    ),
+    _spectral("ww_alpha", "WeightWatcher alpha"),
+    _spectral("ww_alpha_weighted", "WeightWatcher alpha-hat (weighted alpha)"),
+    _spectral("ww_stable_rank", "WeightWatcher stable rank"),
+    _spectral("ww_log_spectral_norm", "WeightWatcher log spectral norm"),
 ]
 
 MEASURES: dict[str, Measure] = {m.name: m for m in _ENTRIES}
 
 CLUSTERING_MEASURES: tuple[str, ...] = ("c1", "c2", "c3", "c4")
-DEFAULT_MEASURES: tuple[str, ...] = CLUSTERING_MEASURES
+# The cheap baselines (at most one forward pass over the probe set) run beside c1-c4 by default.
+NORM_BASELINES: tuple[str, ...] = (
+    "margin",
+    "spectral_product_over_margin",
+    "frobenius_product_over_margin",
+    "path_norm",
+    "path_norm_over_margin",
+    "param_norm",
+    "fro_over_spec",
+)
+DEFAULT_MEASURES: tuple[str, ...] = CLUSTERING_MEASURES + NORM_BASELINES + ("davies_bouldin",)
+
+
+def family_members(family: str) -> tuple[str, ...]:
+    """The measures of ``family`` (one of ``FAMILIES``), in table order."""
+    return tuple(m.name for m in _ENTRIES if m.family == family)
+
+
+def expand_measure_names(names: list[str]) -> list[str]:
+    """Measure names with family names (``norm``) and ``all`` replaced by their members, in order, without
+    duplicates; unknown names are kept (the caller reports them)."""
+    expanded: list[str] = []
+    for name in names:
+        if name == "all":
+            expanded += list(MEASURES)
+        elif name in FAMILIES and name not in MEASURES:
+            expanded += family_members(name)
+        else:
+            expanded.append(name)
+    return list(dict.fromkeys(expanded))
 
 
 def orientation(name: str) -> int:

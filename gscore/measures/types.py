@@ -25,12 +25,44 @@ from typing import Any
 
 from gscore.errors import MeasureError
 
-__all__ = ["Measure", "MeasureOutcome", "MeasureResult", "MeasureUndefined", "OK", "UNDEFINED", "FAILED"]
+__all__ = [
+    "FAMILIES",
+    "Measure",
+    "MeasureOutcome",
+    "MeasureResult",
+    "MeasureUndefined",
+    "OK",
+    "UNDEFINED",
+    "FAILED",
+]
 
 OK, UNDEFINED, FAILED = "ok", "undefined", "failed"
 
 # What a measure may need; the pipeline prepares each once for every measure that needs it.
-NEEDS = frozenset({"hierarchy", "activations", "representations", "training_sample", "model", "probe"})
+NEEDS = frozenset(
+    {
+        "hierarchy",
+        "activations",
+        "representations",
+        "training_sample",
+        "model",
+        "probe",
+        "logits",  # the model's output on the probe set, from the shared extraction pass
+        "last_linear",  # the input of the last nn.Linear (or the first ReLU output), same pass
+        "initial_model",  # the initial checkpoint's model (the measure explains when there is none)
+    }
+)
+
+# The families a request may name instead of listing measures (``--measures norm,c1``; ``all``: every one).
+FAMILIES = (
+    "clustering",
+    "sharpness",
+    "intrinsic_dimension",
+    "tangent",
+    "norm",
+    "representation",
+    "spectral",
+)
 
 
 class MeasureUndefined(MeasureError):
@@ -82,8 +114,11 @@ class Measure:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     rules: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    family: str = ""  # one of FAMILIES (every entry of the table has one)
 
     def __post_init__(self) -> None:
+        if self.family and self.family not in FAMILIES:  # "": selectable by its name only
+            raise ValueError(f"{self.name}: family must be one of {', '.join(FAMILIES)}")
         unknown = set(self.needs) - NEEDS
         if unknown:
             raise ValueError(f"{self.name}: unknown needs {sorted(unknown)}")
@@ -101,12 +136,13 @@ class Measure:
 
 
 SPLITS = ("train", "test")
+LAYERS = ("penultimate", "first")  # davies_bouldin's representation
 
 
 def check_parameter(measure: str, key: str, value: Any, default: Any, rule: str | None) -> str | None:
     """Why ``value`` is not acceptable for parameter ``key`` of ``measure`` (None when it is).
 
-    Rules: ``split`` (train/test), ``count0`` (integer >= 0), ``optional_count`` (None or integer >= 1),
+    Rules: ``split`` (train/test), ``layer`` (penultimate/first), ``count0`` (integer >= 0), ``optional_count`` (None or integer >= 1),
     ``fraction`` (0 < x <= 1), ``seed`` (integer in [0, 2**64)); without a rule the default's type
     decides: integers >= 1, floats > 0 and finite, booleans.
     """
@@ -114,6 +150,8 @@ def check_parameter(measure: str, key: str, value: Any, default: Any, rule: str 
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if rule == "split":
         return None if value in SPLITS else f"{where} must be one of {', '.join(SPLITS)} (got {value!r})"
+    if rule == "layer":
+        return None if value in LAYERS else f"{where} must be one of {', '.join(LAYERS)} (got {value!r})"
     if rule == "count0":
         return None if is_int and 0 <= value < 2**63 else f"{where} must be an integer >= 0 (got {value!r})"
     if rule == "optional_count":

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sqlalchemy_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gscore.errors import GScoreError, SpecError
+from gscore.errors import GScoreError
 from gscore.service.error_middleware import UnhandledErrorMiddleware
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -71,7 +71,8 @@ class Problem(Exception):
 
     @classmethod
     def from_engine_error(cls, error: GScoreError, status: int = 422) -> Problem:
-        extra = {"field": error.field} if isinstance(error, SpecError) and error.field else {}
+        field = getattr(error, "field", None)  # a SpecError's, or the file part a CheckpointError names
+        extra = {"field": field} if field else {}
         return cls(status, error.type, error.title, error.detail, **extra)
 
 

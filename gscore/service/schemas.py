@@ -175,8 +175,13 @@ class MeasureOut(BaseModel):
     orientation: int = Field(description="+1: higher predicts better generalization; -1: worse")
     needs_hierarchy: bool
     kind: str
+    family: str = Field(
+        description="clustering, sharpness, intrinsic_dimension, tangent, norm, representation "
+        "or spectral: a name that selects all of its measures"
+    )
     parameters: dict[str, Any]
     description: str
+    default: bool = Field(description="computed when a job names no measures")
 
 
 class MeasureList(BaseModel):

@@ -25,6 +25,7 @@ from gscore.service.problems import Problem
 
 log = logging.getLogger("gscore.service")
 FILE_FIELDS = ("checkpoint", "model")  # a state_dict checkpoint (with an arch), or an .onnx model
+INITIAL_CHECKPOINT_PART = "initial_checkpoint"  # optional: the same arch at initialization (same format)
 ALLOWED_FIELDS = {
     "checkpoint",
     "model",
@@ -58,6 +59,7 @@ class Submission:
     fields: dict[str, Any]
     is_onnx: bool = False  # the upload is a `model` part (.onnx), not a `checkpoint`
     replace: bool = False  # `replace=true`: the job replaces its collection's entry of the same model name
+    initial_sink: UploadSink | None = None  # the `initial_checkpoint` part, when sent
 
     @property
     def fingerprint(self) -> tuple[Any, ...]:
@@ -96,6 +98,7 @@ def parse_submission(ctx: ServiceContext, form: UploadedForm, caller: Principal 
     refusal = None if is_onnx else checkpoint_format_problem(sink.head, sink.size)
     if refusal:
         raise CheckpointError(refusal)
+    initial_sink = _initial_checkpoint_part(form, is_onnx)
     spec = parse_spec(form.fields.get("spec"), onnx_model=is_onnx)
     meta = parse_meta(form.fields)
     replace = parse_flag(form.fields.get("replace"), "replace")
@@ -106,6 +109,8 @@ def parse_submission(ctx: ServiceContext, form: UploadedForm, caller: Principal 
 
     dataset_sha, dataset_path = ctx.datasets.resolve(spec.dataset, BUILTIN_DATASET_NAMES, caller.visible_to)
     stored = normalized_spec(spec, dataset_sha)
+    if initial_sink is not None:  # in the spec, so in the dedupe key and the idempotency fingerprint
+        stored["initial_checkpoint_sha256"] = initial_sink.sha256
     fields: dict[str, Any] = {
         "queue": ctx.settings.default_queue,
         "checkpoint_sha256": sink.sha256,
@@ -120,7 +125,42 @@ def parse_submission(ctx: ServiceContext, form: UploadedForm, caller: Principal 
         "owner": caller.owner,
         **notification_fields(notify_url),
     }
-    return Submission(sink, spec, stored, dataset_path, fields, is_onnx=is_onnx, replace=replace)
+    return Submission(
+        sink, spec, stored, dataset_path, fields, is_onnx=is_onnx, replace=replace, initial_sink=initial_sink
+    )
+
+
+def _initial_checkpoint_part(form: UploadedForm, is_onnx: bool) -> UploadSink | None:
+    """The ``initial_checkpoint`` part's sink after its format check (the same as the model part's)."""
+    if INITIAL_CHECKPOINT_PART not in form.files:
+        return None
+    _, sink = form.files[INITIAL_CHECKPOINT_PART]
+    if sink.size == 0:
+        raise _initial_part_error(CheckpointError("the file is empty"))
+    refusal = None if is_onnx else checkpoint_format_problem(sink.head, sink.size)
+    if refusal:
+        raise _initial_part_error(CheckpointError(refusal))
+    return sink
+
+
+def _initial_part_error(error: CheckpointError) -> CheckpointError:
+    """``error`` about the initial checkpoint: its detail and problem document name the part."""
+    named = type(error)(f"{INITIAL_CHECKPOINT_PART}: {error.detail}")
+    named.field = INITIAL_CHECKPOINT_PART  # type: ignore[attr-defined]
+    return named
+
+
+def check_initial_checkpoint(ctx: ServiceContext, submission: Submission) -> None:
+    """The content checks of the main part, on the initial checkpoint (errors name the part)."""
+    if submission.initial_sink is None:
+        return
+    try:
+        if submission.is_onnx:
+            check_model_upload(submission.initial_sink.path, ctx.settings.max_upload_bytes)
+        else:
+            check_checkpoint_upload(submission.initial_sink.path, submission.stored_spec["arch"])
+    except CheckpointError as exc:
+        raise _initial_part_error(exc) from None
 
 
 def idempotent_replay(earlier: Job, submission: Submission, key: str) -> Job:
@@ -155,7 +195,10 @@ def create_job(
         check_model_upload(sink.path, ctx.settings.max_upload_bytes)
     else:
         check_checkpoint_upload(sink.path, submission.stored_spec["arch"])
+    check_initial_checkpoint(ctx, submission)  # every check before anything is kept
     ctx.storage.keep_checkpoint(sink)
+    if submission.initial_sink is not None:
+        ctx.storage.keep_checkpoint(submission.initial_sink)
     fields = submission.fields
     earlier_result = duplicate_result(
         ctx.repo, fields["dedupe_key"], owner=caller.owner

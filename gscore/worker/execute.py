@@ -100,8 +100,13 @@ def _score(job: Job, ctx: WorkerContext, progress: ProgressWriter, heartbeat: He
     spec = job.spec
     dataset_sha = spec.get("dataset_sha256")
     dataset_path = ctx.storage.dataset_path(dataset_sha) if dataset_sha else None
+    initial_sha = spec.get("initial_checkpoint_sha256")
     request = score_request(
-        spec, ctx.storage.checkpoint_path(job.checkpoint_sha256), ctx.settings, dataset_path
+        spec,
+        ctx.storage.checkpoint_path(job.checkpoint_sha256),
+        ctx.settings,
+        dataset_path,
+        initial_checkpoint=ctx.storage.checkpoint_path(initial_sha) if initial_sha else None,
     )
     result = score(request, progress=progress, should_cancel=heartbeat.should_cancel)
     result = {

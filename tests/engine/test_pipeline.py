@@ -16,6 +16,7 @@ from reference import reference_c1, reference_c2, reference_c3, reference_c4
 
 from gscore.cli.main import main
 from gscore.inputs.checkpoints.loading import save_safetensors
+from gscore.measures.table import DEFAULT_MEASURES
 from gscore.models import build_model
 from gscore.pipeline import ScoreRequest, score, validate_request
 
@@ -57,7 +58,7 @@ def test_score_json_matches_reference_on_dumped_activations(cnn_checkpoint, tmp_
     )
     assert code == 0
     result = json.loads(out)
-    assert set(result["scores"]) == {"c1", "c2", "c3", "c4"}
+    assert set(result["scores"]) == set(DEFAULT_MEASURES)  # c1-c4 and the cheap peer baselines
     meta = result["meta"]
     acts = np.load(dump)
     assert acts["pre"].dtype == np.float32
@@ -117,9 +118,9 @@ def test_default_measures_skip_hierarchy_ones_with_note(cnn_checkpoint, tmp_path
     code, out, _ = score_cli(capsys, cnn_checkpoint, str(npz), "--json")
     assert code == 0
     result = json.loads(out)
-    assert set(result["scores"]) == {"c3", "c4"}
+    assert set(result["scores"]) == set(DEFAULT_MEASURES) - {"c1", "c2"}
     assert any("c1 skipped" in note for note in result["meta"]["notes"])
-    assert all(math.isfinite(v) for v in result["scores"].values())
+    assert all(math.isfinite(result["scores"][name]) for name in ("c3", "c4", "margin", "param_norm"))
 
 
 def test_explicit_hierarchy_measure_without_hierarchy_is_a_clear_error(cnn_checkpoint, tmp_path, capsys):
@@ -217,10 +218,11 @@ def test_cifar100_coarse_through_the_real_loader(tmp_path):
             batch_size=64,
         )
     )
-    assert set(result["scores"]) == {"c1", "c2", "c3", "c4"}
+    assert set(result["scores"]) == set(DEFAULT_MEASURES)
     assert result["meta"]["samples"] == 200 and result["meta"]["classes"] == 20
     assert result["meta"]["layers"] == 8  # VGG-9: eight conv-BN-ReLU layers
-    assert all(math.isfinite(v) for v in result["scores"].values())
+    assert all(math.isfinite(result["scores"][name]) for name in ("c1", "c2", "c3", "c4", "param_norm"))
+    assert result["meta"]["batchnorm_folding"] == "8 folded"
 
 
 def test_console_script_runs():
@@ -240,7 +242,7 @@ def test_demo_trains_and_scores(tmp_path):
     assert (tmp_path / "demo-cnn.safetensors").is_file()
     assert result["meta"]["train_accuracy"] > 0.95
     assert result["meta"]["test_accuracy"] > 0.8
-    assert set(result["scores"]) == {"c1", "c2", "c3", "c4"}
+    assert set(result["scores"]) == set(DEFAULT_MEASURES)
     # the hint prints a command that runs as written, and gives the same scores
     hint = next(line.strip() for line in log.getvalue().splitlines() if " score " in line)
     done = subprocess.run([*shlex.split(hint), "--json"], capture_output=True, text=True, timeout=300)

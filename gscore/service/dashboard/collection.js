@@ -15,6 +15,7 @@ export async function renderCollection(root, name) {
   const axes = [...new Set(collection.models.flatMap((m) => Object.keys(m.hyperparameters || {})))];
   const measures = Object.keys(ranking.measures);
   const orientations = Object.fromEntries(catalog.measures.map((m) => [m.name, m.orientation]));
+  const families = Object.fromEntries(catalog.measures.map((m) => [m.name, m.family]));
   for (const [measure, entry] of Object.entries(ranking.measures)) orientations[measure] = entry.orientation;
   const current = collection.models.map((m) => jobsById.get(m.job_id)).filter(Boolean);
 
@@ -26,7 +27,7 @@ export async function renderCollection(root, name) {
     <h2>Kendall coefficients (Table 1)</h2><section id="kendall"></section>
     <h2>Measures against test accuracy (Figure 3)</h2><section id="plots"></section>`;
   modelsTable(root.querySelector("#models"), models, axes, measures);
-  kendallTable(root.querySelector("#kendall"), ranking);
+  kendallTable(root.querySelector("#kendall"), ranking, families);
   if (measures.length) scatterPlots(root.querySelector("#plots"), models, ranking, measures, axes, orientations);
   else root.querySelector("#plots").innerHTML = '<p class="muted">No scored model yet.</p>';
   return null;

@@ -1,5 +1,6 @@
 // The Kendall table like the paper's Table 1: rows measures, columns the hyperparameter axes (granulated
-// psi), "total" and tau; intervals under the value when the ranking has them, reasons on n/a cells.
+// psi), "total" and tau; intervals under the value when the ranking has them, reasons on n/a cells; each
+// measure's family (clustering, norm, spectral...) from /v1/measures beside its name.
 import { esc, interval } from "/dashboard/format.js";
 
 function cell(entry, column, value) {
@@ -12,7 +13,7 @@ function cell(entry, column, value) {
   return `<td class="num" data-column="${esc(column)}" data-value="${value}">${value.toFixed(2)}${ciText}</td>`;
 }
 
-export function kendallTable(container, ranking) {
+export function kendallTable(container, ranking, families = {}) {
   const axes = ranking.axes || [];
   const entries = Object.entries(ranking.measures || {});
   if (!entries.length) {
@@ -27,7 +28,8 @@ export function kendallTable(container, ranking) {
       cell(entry, "total", entry.psi?.total),
       cell(entry, "tau", entry.tau),
     ];
-    return `<tr data-measure="${esc(measure)}"><th title="${entry.orientation < 0 ? "lower" : "higher"} predicts better generalization">${esc(measure)}${arrow}</th>
+    const family = families[measure] ? ` <span class="family muted">${esc(families[measure])}</span>` : "";
+    return `<tr data-measure="${esc(measure)}" data-family="${esc(families[measure] || "")}"><th title="${entry.orientation < 0 ? "lower" : "higher"} predicts better generalization">${esc(measure)}${arrow}${family}</th>
       ${cells.join("")}<td class="num">${entry.n_models ?? entry.n ?? "–"}</td></tr>`;
   });
   container.innerHTML = `<p class="muted">Kendall coefficients against ${esc(ranking.target)}:

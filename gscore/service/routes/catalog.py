@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from gscore.measures.table import MEASURES
+from gscore.measures.table import DEFAULT_MEASURES, MEASURES
 from gscore.service.schemas import ArchitectureList, MeasureList, MeasureOut
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -46,8 +46,10 @@ def list_measures() -> MeasureList:
                 orientation=m.orientation,
                 needs_hierarchy=m.needs_hierarchy,
                 kind=m.kind,
+                family=m.family,
                 parameters=dict(m.parameters),
                 description=m.description,
+                default=m.name in DEFAULT_MEASURES,
             )
             for m in MEASURES.values()
         ]

@@ -12,7 +12,7 @@ from gscore.service.deps import Caller, Context, IdempotencyKeyHeader
 from gscore.service.multipart import read_multipart
 from gscore.service.problems import Problem, job_not_found, problem_responses
 from gscore.service.schemas import JobOut, JobPage, job_out
-from gscore.service.submission import create_job, idempotent_replay, parse_submission
+from gscore.service.submission import INITIAL_CHECKPOINT_PART, create_job, idempotent_replay, parse_submission
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_PAGE = 200
@@ -36,6 +36,12 @@ SUBMIT_BODY = {
                         "format": "binary",
                         "description": "an .onnx file (architecture and weights) instead of `checkpoint`; "
                         'the arch is {"family": "onnx"} (spec.arch may be left out or set only "input")',
+                    },
+                    "initial_checkpoint": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "optional: the same architecture at its initialization (the same "
+                        "format as `checkpoint` or `model`), for distance_to_init and layer_rotation",
                     },
                     "spec": {
                         "type": "string",
@@ -89,7 +95,7 @@ async def submit(
 ) -> JobOut:
     form = await read_multipart(
         request,
-        file_fields={"checkpoint", "model"},
+        file_fields={"checkpoint", "model", INITIAL_CHECKPOINT_PART},
         open_sink=lambda: ctx.storage.new_sink(ctx.settings.max_upload_bytes),
     )
     try:
