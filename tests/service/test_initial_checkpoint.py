@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from test_routes_inprocess import MARKER, Exploit, inprocess_settings
 
 import gscore
-from gscore.cli import main
+from gscore.cli.main import main
 from gscore.client import Client
 from gscore.inputs.checkpoints.loading import load_into, read_state_dict, save_safetensors
 from gscore.models import build_model
