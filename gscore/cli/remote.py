@@ -264,7 +264,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", required=True, help="a built-in dataset or a name uploaded to the server")
     p.add_argument("--split", default="train", choices=["train", "test"])
-    p.add_argument("--measures", help="comma-separated, e.g. c1,c2,c3,c4")
+    p.add_argument("--measures", help="comma-separated names or families, e.g. c1,c2,c3,c4 or norm,c1 or all")
     p.add_argument("--param", action="append", default=[], metavar="MEASURE.KEY=VALUE")
     p.add_argument("--samples-per-class", type=int)
     p.add_argument("--seed", type=int, default=0)
