@@ -312,11 +312,11 @@ def run(
     load_seconds = time.perf_counter() - started
     _check_cancel(should_cancel)
     dataset_label = request.dataset if not request.dataset.endswith(".npz") else Path(request.dataset).name
-    return evaluate(
-        model,
-        probe,
-        measures,
-        params,
+    plan = RunPlan(
+        model=model,
+        probe=probe,
+        measures=measures,
+        params=params,
         dataset=request.dataset,
         dataset_label=dataset_label,
         data_dir=data_dir,
@@ -325,15 +325,13 @@ def run(
         seed=request.seed,
         batch_size=request.batch_size,
         device=device,
-        notes=notes,
-        progress=report,
-        should_cancel=should_cancel,
-        timings={"load": load_seconds},
+        notes=tuple(notes),
+        initial_model=initial_model,
         extra_meta={"checkpoint_prefix_removed": load_report.removed_prefix}
         if load_report.removed_prefix
         else {},
-        initial_model=initial_model,
     )
+    return evaluate(plan, report, should_cancel, timings={"load": load_seconds})
 
 
 def load_initial_model(request: ScoreRequest, probe: datasets.ProbeSet, device: torch.device) -> nn.Module:
@@ -351,36 +349,48 @@ def load_initial_model(request: ScoreRequest, probe: datasets.ProbeSet, device: 
     return model.to(device)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """One scoring run as decided before any measure runs: the model, the data, the measures.
+
+    ``model`` is in eval mode on ``device`` with its input normalization prepended; ``probe`` is the (subset
+    of the) split the measures read; ``splits`` the whole splits already loaded; other splits are read from
+    ``dataset`` when a measure asks for them (``None``: in-memory data). ``params`` are the measures'
+    resolved parameters. ``initial_model``: the same architecture at initialization (prepared like
+    ``model``), for the measures that compare to it. ``extra_meta`` is added to the result's meta.
+    """
+
+    model: nn.Module
+    probe: datasets.ProbeSet
+    measures: list[str]
+    params: dict[str, dict[str, Any]]
+    dataset: str | None
+    dataset_label: str
+    data_dir: Path
+    splits: dict[str, datasets.ProbeSet]
+    samples_per_class: int | None
+    seed: int
+    batch_size: int
+    device: torch.device
+    notes: tuple[str, ...] = ()
+    initial_model: nn.Module | None = None
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
 def evaluate(
-    model: nn.Module,
-    probe: datasets.ProbeSet,
-    measures: list[str],
-    params: dict[str, dict[str, Any]],
-    *,
-    dataset: str | None,
-    dataset_label: str,
-    data_dir: Path,
-    splits: dict[str, datasets.ProbeSet],
-    samples_per_class: int | None,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-    notes: list[str],
+    plan: RunPlan,
     progress: ProgressCallback,
-    should_cancel: CancelCheck | None,
-    timings: dict[str, float],
-    extra_meta: dict[str, Any] | None = None,
-    initial_model: nn.Module | None = None,
+    should_cancel: CancelCheck | None = None,
+    timings: dict[str, float] | None = None,
 ) -> ScoringOutcome:
-    """Score a loaded ``model`` (eval mode, on ``device``, normalization prepended) on ``probe`` (one of
-    ``splits``, subset): every measure of ``measures`` with its resolved ``params``. ``splits`` holds the
-    whole splits already loaded; others are read from ``dataset`` when a measure asks for them (``None``:
-    in-memory data, and a measure needing another split reports why it could not run). ``initial_model``:
-    the same architecture at initialization (prepared like ``model``), for the measures that compare to it.
-    A measure whose
-    ``split`` parameter names a split the data does not have (the held-out default of the
-    intrinsic-dimension measures on an ``.npz`` without ``x_test``) runs on ``probe.split``, with a note."""
-    notes = list(notes)
+    """Score ``plan``: every measure with its parameters, each input prepared once; ``timings`` are the
+    seconds of the stages already done (load). A measure whose ``split`` parameter names a split the data
+    does not have (the held-out default of the intrinsic-dimension measures on an ``.npz`` without
+    ``x_test``) runs on ``probe.split``, with a note."""
+    model, probe, measures, device, seed = plan.model, plan.probe, plan.measures, plan.device, plan.seed
+    params = dict(plan.params)
+    dataset, splits, initial_model = plan.dataset, plan.splits, plan.initial_model
+    notes = list(plan.notes)
     for name in measures:
         wanted = params[name].get("split") if MEASURES[name].rules.get("split") == "split" else None
         if wanted is None or wanted in splits:
@@ -392,24 +402,24 @@ def evaluate(
         model=model,
         device=device,
         dataset=dataset,
-        data_dir=data_dir,
+        data_dir=plan.data_dir,
         probe=probe,
         probe_key=ProbeKey(probe.split, None, seed),
-        samples_per_class=samples_per_class,
-        batch_size=batch_size,
+        samples_per_class=plan.samples_per_class,
+        batch_size=plan.batch_size,
         seed=seed,
         plan=[(MEASURES[name], params[name]) for name in measures],
         progress=progress,
         should_cancel=should_cancel,
         initial_model=initial_model,
     )
-    ctx.timings.update(timings)
+    ctx.timings.update(timings or {})
     for split, whole in splits.items():
         ctx.set_split_set(split, whole)
     results = compute_measures(ctx)
 
     meta: dict[str, Any] = {
-        "dataset": dataset_label,
+        "dataset": plan.dataset_label,
         "split": probe.split,
         "samples": len(probe),
         "classes": probe.num_classes,
@@ -420,7 +430,7 @@ def evaluate(
         "torch_threads": torch.get_num_threads(),
         "probe_accuracy": round(ctx.probe_accuracy(), 6),
     }
-    meta.update(extra_meta or {})
+    meta.update(plan.extra_meta)
     if initial_model is not None:
         meta["initial_checkpoint"] = True
     folded = ctx.cache.get(("folded", "model"))

@@ -29,6 +29,7 @@ from gscore.pipeline import (
     SPLITS,
     CancelCheck,
     ProgressCallback,
+    RunPlan,
     ScoreRequest,
     check_logits,
     evaluate,
@@ -199,11 +200,11 @@ def score(
             initial_model = nn.Sequential(copy.deepcopy(prefix), initial_model)
         initial_model = initial_model.to(resolved_device).eval()
     torch.manual_seed(seed)
-    outcome = evaluate(
-        scored,
-        probe,
-        chosen,
-        resolved,
+    plan = RunPlan(
+        model=scored,
+        probe=probe,
+        measures=chosen,
+        params=resolved,
         dataset=dataset,
         dataset_label=whole.name
         if dataset is None or not str(dataset).endswith(".npz")
@@ -214,12 +215,10 @@ def score(
         seed=seed,
         batch_size=batch_size,
         device=resolved_device,
-        notes=notes,
-        progress=progress or (lambda stage, done, total: None),
-        should_cancel=should_cancel,
-        timings={},
+        notes=tuple(notes),
         initial_model=initial_model,
     )
+    outcome = evaluate(plan, progress or (lambda stage, done, total: None), should_cancel)
     result = outcome.result
     return ScoreResult(result["scores"], result["status"], result["meta"])
 
