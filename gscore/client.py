@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +40,77 @@ class ServiceError(Exception):
         title = str(problem.get("title") or "HTTP error")
         detail = str(problem.get("detail") or "")
         super().__init__(f"{status} {title_and_detail(title, detail)}")
+
+
+@dataclass(frozen=True)
+class JobSubmission:
+    """One ``POST /v1/jobs``: what is scored (a ``checkpoint`` with its ``arch``, or an ONNX ``model`` file),
+    on which data and measures, and how the job joins a collection.
+
+    ``replace``: replace the collection's entry of the same ``model_name`` (else re-using a name is a 409).
+    ``notify_url``: a webhook the service POSTs a signed event to when the job ends (docs/service.md).
+    ``initial``: the same architecture's checkpoint at initialization (the ``initial_checkpoint`` part),
+    for ``distance_to_init`` and ``layer_rotation``.
+    """
+
+    checkpoint: str | Path | None = None
+    arch: dict[str, Any] | None = None
+    dataset: str | None = None
+    model: str | Path | None = None
+    replace: bool = False
+    split: str = "train"
+    measures: list[str] | None = None
+    params: dict[str, dict[str, Any]] | None = None
+    samples_per_class: int | None = None
+    seed: int = 0
+    collection: str | None = None
+    model_name: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    test_accuracy: float | None = None
+    train_accuracy: float | None = None
+    notify_url: str | None = None
+    initial: str | Path | None = None
+
+    def check(self) -> None:
+        """ValueError for a submission the service would refuse for its shape alone."""
+        if (self.checkpoint is None) == (self.model is None):
+            raise ValueError("give either checkpoint_path (with arch) or model (an .onnx file)")
+        if self.dataset is None:
+            raise ValueError("dataset is required")
+        if self.model is None and self.arch is None:
+            raise ValueError("arch is required with a checkpoint (only an .onnx model needs none)")
+
+    def upload(self) -> tuple[str, Path]:
+        """(form part, file) of the model: ``model`` for an ONNX file, else ``checkpoint``."""
+        if self.model is not None:
+            return "model", Path(self.model)
+        return "checkpoint", Path(self.checkpoint or "")
+
+    def form(self) -> dict[str, str]:
+        """The form fields: ``spec`` (JSON) and the collection fields that are set."""
+        spec = {
+            **({"arch": self.arch} if self.arch is not None else {}),
+            "dataset": self.dataset,
+            "split": self.split,
+            "measures": self.measures,
+            "params": self.params or {},
+            "samples_per_class": self.samples_per_class,
+            "seed": self.seed,
+        }
+        data: dict[str, str] = {"spec": json.dumps(spec)}
+        optional = {
+            "collection": self.collection,
+            "model_name": self.model_name,
+            "test_accuracy": self.test_accuracy,
+            "train_accuracy": self.train_accuracy,
+            "notify_url": self.notify_url,
+        }
+        data.update({key: str(value) for key, value in optional.items() if value is not None})
+        if self.hyperparameters is not None:
+            data["hyperparameters"] = json.dumps(self.hyperparameters)
+        if self.replace:
+            data["replace"] = "true"
+        return data
 
 
 class Client:
@@ -84,71 +156,31 @@ class Client:
         arch: dict[str, Any] | None = None,
         dataset: str | None = None,
         *,
-        model: str | Path | None = None,
-        replace: bool = False,
-        split: str = "train",
-        measures: list[str] | None = None,
-        params: dict[str, dict[str, Any]] | None = None,
-        samples_per_class: int | None = None,
-        seed: int = 0,
-        collection: str | None = None,
-        model_name: str | None = None,
-        hyperparameters: dict[str, Any] | None = None,
-        test_accuracy: float | None = None,
-        train_accuracy: float | None = None,
         idempotency_key: str | None = None,
-        notify_url: str | None = None,
-        initial: str | Path | None = None,
+        **options: Any,
     ) -> dict[str, Any]:
         """Upload a checkpoint (with its ``arch``) or an ONNX ``model`` file and queue its scoring; returns the
         job (state queued, or succeeded if deduplicated).
 
-        ``model``: an ``.onnx`` file instead of ``checkpoint_path``; the arch is ``{"family": "onnx"}`` (an
-        ``arch`` given with it may only set ``input``). ``replace``: replace the collection's entry of the
-        same ``model_name`` (else re-using a name is a 409). ``notify_url``: a webhook the service POSTs a
-        signed event to when the job ends (docs/service.md). ``initial``: the same
-        architecture's checkpoint at initialization (the ``initial_checkpoint`` part), for ``distance_to_init``
-        and ``layer_rotation``.
+        ``options`` are the other fields of :class:`JobSubmission` (``model``, ``replace``, ``split``,
+        ``measures``, ``params``, ``samples_per_class``, ``seed``, ``collection``, ``model_name``,
+        ``hyperparameters``, ``test_accuracy``, ``train_accuracy``, ``notify_url``, ``initial``).
         """
-        if (checkpoint_path is None) == (model is None):
-            raise ValueError("give either checkpoint_path (with arch) or model (an .onnx file)")
-        if dataset is None:
-            raise ValueError("dataset is required")
-        if model is None and arch is None:
-            raise ValueError("arch is required with a checkpoint (only an .onnx model needs none)")
-        spec = {
-            **({"arch": arch} if arch is not None else {}),
-            "dataset": dataset,
-            "split": split,
-            "measures": measures,
-            "params": params or {},
-            "samples_per_class": samples_per_class,
-            "seed": seed,
-        }
-        data: dict[str, str] = {"spec": json.dumps(spec)}
-        optional = {
-            "collection": collection,
-            "model_name": model_name,
-            "test_accuracy": test_accuracy,
-            "train_accuracy": train_accuracy,
-            "notify_url": notify_url,
-        }
-        data.update({key: str(value) for key, value in optional.items() if value is not None})
-        if hyperparameters is not None:
-            data["hyperparameters"] = json.dumps(hyperparameters)
-        if replace:
-            data["replace"] = "true"
+        job = JobSubmission(checkpoint=checkpoint_path, arch=arch, dataset=dataset, **options)
+        return self.submit_job(job, idempotency_key=idempotency_key)
+
+    def submit_job(self, job: JobSubmission, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """``POST /v1/jobs`` of ``job``; ``idempotency_key``: a retried request returns the first answer."""
+        job.check()
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        part, path = (
-            ("model", Path(model)) if model is not None else ("checkpoint", Path(checkpoint_path or ""))
-        )
+        part, path = job.upload()
         with contextlib.ExitStack() as stack:
             files = {part: (path.name, stack.enter_context(path.open("rb")), "application/octet-stream")}
-            if initial is not None:
-                initial_path = Path(initial)
+            if job.initial is not None:
+                initial_path = Path(job.initial)
                 handle = stack.enter_context(initial_path.open("rb"))
                 files["initial_checkpoint"] = (initial_path.name, handle, "application/octet-stream")
-            return self._request("POST", "/v1/jobs", data=data, headers=headers, files=files)
+            return self._request("POST", "/v1/jobs", data=job.form(), headers=headers, files=files)
 
     def submit_sweep(self, manifest_or_rows: Any, **options: Any) -> Any:
         """Submit a whole collection from a manifest (a CSV/JSON path, or rows as dicts), resumably, and by

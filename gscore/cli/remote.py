@@ -89,26 +89,29 @@ def _submit(args: argparse.Namespace) -> int:
         raise CheckpointError(
             f"--initial-checkpoint file {args.initial_checkpoint!r} is missing (no such file)"
         )
+    from gscore.client import JobSubmission
+
+    submission = JobSubmission(
+        checkpoint=None if args.model else source["checkpoint"],
+        arch=source["arch"],
+        dataset=args.dataset,
+        model=source["checkpoint"] if args.model else None,
+        replace=args.replace,
+        split=args.split,
+        measures=args.measures.split(",") if args.measures else None,
+        params=parse_param_overrides(args.param),
+        samples_per_class=args.samples_per_class,
+        seed=args.seed,
+        collection=args.collection,
+        model_name=args.model_name,
+        hyperparameters=hyperparameters,
+        test_accuracy=args.test_accuracy,
+        train_accuracy=args.train_accuracy,
+        notify_url=args.notify_url,
+        initial=args.initial_checkpoint,
+    )
     with _client(args) as client:
-        job = client.submit(
-            None if args.model else source["checkpoint"],
-            source["arch"],
-            args.dataset,
-            model=source["checkpoint"] if args.model else None,
-            replace=args.replace,
-            split=args.split,
-            measures=args.measures.split(",") if args.measures else None,
-            params=parse_param_overrides(args.param),
-            samples_per_class=args.samples_per_class,
-            seed=args.seed,
-            collection=args.collection,
-            model_name=args.model_name,
-            hyperparameters=hyperparameters,
-            test_accuracy=args.test_accuracy,
-            train_accuracy=args.train_accuracy,
-            notify_url=args.notify_url,
-            initial=args.initial_checkpoint,
-        )
+        job = client.submit_job(submission)
         if args.wait:
             job = _wait(client, job["id"], not args.no_progress)
     return _print_job(job, args.json)
