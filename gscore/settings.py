@@ -60,6 +60,29 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("GSCORE_MAX_UPLOAD_BYTES", "max_upload_bytes"),
         description="Largest accepted checkpoint or dataset upload, in bytes.",
     )
+    max_dataset_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1,
+        validation_alias=AliasChoices("GSCORE_MAX_DATASET_BYTES", "max_dataset_bytes"),
+        description="Largest uncompressed size of an .npz dataset (the sum of its members), checked from "
+        "the archive's directory before anything is inflated, at upload and in the worker.",
+    )
+    max_checkpoint_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1,
+        validation_alias=AliasChoices("GSCORE_MAX_CHECKPOINT_BYTES", "max_checkpoint_bytes"),
+        description="Largest uncompressed size of a torch.save checkpoint archive (the sum of its members) "
+        "and of the tensors an ONNX model declares, checked before loading, at submission and in the worker.",
+    )
+    upload_check_processes: int = Field(
+        2,
+        ge=0,
+        le=64,
+        validation_alias=AliasChoices("GSCORE_UPLOAD_CHECK_PROCESSES", "upload_check_processes"),
+        description="Processes of the API that run the CPU-heavy checks of uploads (archive and header "
+        "scans), at low priority, so health checks and polls never wait on them; at most this many run at "
+        "once. 0 runs them in the request's thread (tests).",
+    )
     job_soft_time_limit: int = Field(
         6 * 3600, validation_alias=AliasChoices("GSCORE_JOB_SOFT_TIME_LIMIT", "job_soft_time_limit")
     )

@@ -538,10 +538,9 @@ def drop_postgres(url: str) -> None:
     admin.close()
 
 
-def flushed_redis_url(db: int = CHAOS_REDIS_DB) -> str:
-    """The chaos suite's Redis database, emptied."""
+def flushed_redis_url(host: str, port: int, db: int = CHAOS_REDIS_DB) -> str:
+    """The chaos suite's database of the tests' own Redis (``conftest.own_redis``), emptied."""
     import redis
-    from conftest import REDIS_HOST, REDIS_PORT
 
-    redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+    redis.Redis(host=host, port=port, db=db).flushdb()
+    return f"redis://{host}:{port}/{db}"

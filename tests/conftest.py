@@ -1,11 +1,13 @@
 """Shared fixtures for the service tests: free ports, a real uvicorn API and a real Celery worker as
-subprocesses with a temporary GSCORE_DATA_DIR, Redis availability, a tiny digits checkpoint, and the
-request/answer helpers shared with the in-process route tests (tests/service/test_routes_inprocess.py)."""
+subprocesses with a temporary GSCORE_DATA_DIR, the tests' own Redis, a tiny digits checkpoint, and the
+request/answer helpers shared with the in-process route tests (tests/test_routes_inprocess.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,14 +17,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIGITS_ARCH: dict[str, Any] = {"family": "cnn", "in_channels": 1, "width": 8, "depth": 2, "num_classes": 5}
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_HOST = "127.0.0.1"
 REDIS_TEST_DB = int(os.environ.get("GSCORE_TEST_REDIS_DB", "11"))
+# a Redis for tests only (its databases are flushed); without it the tests start their own
+REDIS_URL_ENV = "GSCORE_TEST_REDIS_URL"
 POSTGRES_ADMIN = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
 STARTUP_TIMEOUT = 90.0
 STOP_GRACE_SECONDS = 2.0
@@ -35,13 +40,51 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def redis_reachable() -> bool:
+def redis_reachable(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=1) as sock:
+        with socket.create_connection((host, port), timeout=1) as sock:
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+class RedisUnavailable(Exception):
+    """Neither GSCORE_TEST_REDIS_URL nor a redis-server binary to start one."""
+
+
+@contextlib.contextmanager
+def own_redis(directory: Path) -> Iterator[tuple[str, int]]:
+    """(host, port) of a Redis the tests may flush: ``GSCORE_TEST_REDIS_URL`` when set, else a
+    ``redis-server`` started here on a free port (no persistence, files under ``directory``) and stopped
+    afterwards. Never the shared Redis on 6379 that other processes use."""
+    configured = os.environ.get(REDIS_URL_ENV)
+    if configured:
+        parts = urlsplit(configured)
+        yield parts.hostname or REDIS_HOST, parts.port or 6379
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RedisUnavailable(f"no redis-server on PATH and {REDIS_URL_ENV} is not set")
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--port", str(port), "--bind", REDIS_HOST, "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(
+        [*args, "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_terminate_with_parent,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not redis_reachable(REDIS_HOST, port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RedisUnavailable(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+        yield REDIS_HOST, port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def _terminate_with_parent() -> None:
@@ -53,7 +96,7 @@ def _terminate_with_parent() -> None:
 
 
 def _gscore(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gscore.cli", *args]
+    return [sys.executable, "-m", "gscore.cli.main", *args]
 
 
 @dataclass
@@ -189,15 +232,23 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    if not redis_reachable():
-        pytest.skip(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT} (.ci/run starts it)")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """(host, port) of the tests' own Redis (see :func:`own_redis`); skips when there is none."""
+    try:
+        with own_redis(tmp_path_factory.mktemp("redis")) as address:
+            yield address
+    except RedisUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: tuple[str, int]) -> str:
+    """A database of the tests' own Redis, empty at the start."""
     import redis
 
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
-    client.flushdb()
-    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
-    client.flushdb()
+    host, port = redis_server
+    redis.Redis(host=host, port=port, db=REDIS_TEST_DB).flushdb()
+    return f"redis://{host}:{port}/{REDIS_TEST_DB}"
 
 
 def throwaway_postgres_database(prefix: str = "gscore_test") -> Iterator[str]:

@@ -155,14 +155,17 @@ def has_split(name: str, split: str) -> bool:
     if name.strip().lower() in BUILTIN_DATASET_NAMES or split == "train":
         return True
     try:
-        with np.load(Path(name), allow_pickle=False) as archive:
-            return {"x_test", "y_test"} <= set(archive.files)
+        with zipfile.ZipFile(Path(name)) as archive:
+            keys = {member.removesuffix(".npy") for member in archive.namelist()}
     except (OSError, ValueError, zipfile.BadZipFile):
         return True
+    return {"x_test", "y_test"} <= keys
 
 
-def read_npz_probe_set(path: Path, split: str = "train", name: str | None = None) -> ProbeSet:
-    """Read a probe set from an ``.npz`` file (``numpy.load(allow_pickle=False)``: never unpickles).
+def read_npz_probe_set(
+    path: Path, split: str = "train", name: str | None = None, max_bytes: int | None = None
+) -> ProbeSet:
+    """Read a probe set from an ``.npz`` file (never unpickles; bounded: see ``gscore.inputs.archives``).
 
     Keys: ``x`` and ``y`` (required), ``sub`` (optional); the test split reads ``x_test``, ``y_test``,
     ``sub_test`` instead.
@@ -174,7 +177,13 @@ def read_npz_probe_set(path: Path, split: str = "train", name: str | None = None
       are present), so a class may have no sample in a split.
     - ``sub``: [N] integers >= 0, nested in ``y``: each ``sub`` value occurs with exactly one ``y`` value
       (also across the two splits when both have ``sub``).
+
+    ``max_bytes`` (None: no cap; the service passes ``GSCORE_MAX_DATASET_BYTES``) caps the archive's
+    uncompressed size, checked from its directory before anything is inflated (``DatasetTooLarge``); every
+    array's header must declare exactly the bytes its member holds, whatever the cap.
     """
+    from gscore.inputs.archives import DatasetTooLarge, check_zip_budget, read_npy_member
+
     _check_split(split)
     path = Path(path)
     label = name or path.name
@@ -184,19 +193,21 @@ def read_npz_probe_set(path: Path, split: str = "train", name: str | None = None
         raise DatasetError(f"{label}: not an .npz file (a zip archive written by numpy.savez)")
     suffix, other_suffix = ("", "_test") if split == "train" else ("_test", "")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            present = sorted(archive.files)
-            missing = [key + suffix for key in ("x", "y") if key + suffix not in present]
-            if missing:
-                hint = " (the test split needs x_test and y_test)" if split == "test" else ""
-                raise DatasetError(
-                    f"{label}: missing key(s) {', '.join(missing)}{hint}; "
-                    f"keys present: {', '.join(present) or 'none'}"
-                )
-            # the images of the other split are never read; its labels are (small) and checked too
-            wanted = ["x" + suffix] + [key for key in _NPZ_LABEL_KEYS if key in present]
-            arrays = {key: _read_npz_member(archive, key, label) for key in wanted}
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        infos = check_zip_budget(path, max_bytes, what="dataset", error=DatasetTooLarge)
+        members = {info.filename.removesuffix(".npy"): info for info in infos}
+        present = sorted(members)
+        missing = [key + suffix for key in ("x", "y") if key + suffix not in present]
+        if missing:
+            hint = " (the test split needs x_test and y_test)" if split == "test" else ""
+            raise DatasetError(
+                f"{label}: missing key(s) {', '.join(missing)}{hint}; "
+                f"keys present: {', '.join(present) or 'none'}"
+            )
+        # the images of the other split are never read; its labels are (small) and checked too
+        wanted = ["x" + suffix] + [key for key in _NPZ_LABEL_KEYS if key in present]
+        with zipfile.ZipFile(path) as archive:
+            arrays = {key: read_npy_member(archive, members[key], label) for key in wanted}
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
         raise DatasetError(f"{label}: unreadable .npz file ({exc})") from exc
 
     x = _npz_images(arrays["x" + suffix], "x" + suffix, label)
@@ -229,18 +240,6 @@ def read_npz_probe_set(path: Path, split: str = "train", name: str | None = None
 
 
 _NPZ_LABEL_KEYS = ("y", "sub", "y_test", "sub_test")
-
-
-def _read_npz_member(archive: Any, key: str, label: str) -> np.ndarray:
-    try:
-        return archive[key]
-    except ValueError as exc:  # object arrays need pickle, which allow_pickle=False refuses
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise DatasetError(
-                f"{label}: {key} is an object array, which would need pickle to load; refused. "
-                "Store plain numeric arrays (numpy.savez with uint8/float x and integer labels)"
-            ) from exc
-        raise DatasetError(f"{label}: cannot read {key} ({exc})") from exc
 
 
 def _npz_images(x: np.ndarray, key: str, label: str) -> np.ndarray:

@@ -77,13 +77,16 @@ def _onnx():  # -> the onnx module, or a clear error
     return onnx
 
 
-def read_onnx_file(path: str | Path, *, max_bytes: int):  # -> onnx.ModelProto
+def read_onnx_file(path: str | Path, *, max_bytes: int, max_tensor_bytes: int | None = None):  # -> ModelProto
     """Parse an ``.onnx`` file into a checked ``onnx.ModelProto`` without reading any other file.
 
     Parameters
     ----------
     path : the file; only this file is read.
     max_bytes : largest accepted size (e.g. ``Settings.max_upload_bytes``); checked before reading.
+    max_tensor_bytes : cap on the bytes all its tensors declare (shape x itemsize), checked before any is
+        decoded (None: no cap; the service passes ``GSCORE_MAX_CHECKPOINT_BYTES``); each tensor must hold
+        the data it declares, whatever the cap.
 
     Returns
     -------
@@ -112,6 +115,7 @@ def read_onnx_file(path: str | Path, *, max_bytes: int):  # -> onnx.ModelProto
     if not proto.HasField("graph") or not proto.graph.node:
         raise CheckpointError("not a valid ONNX file: it holds no graph (truncated, or not an ONNX model?)")
     _refuse_external_data(proto)
+    _refuse_inflating_tensors(proto, max_tensor_bytes)
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:  # onnx.checker.ValidationError and C++ errors
@@ -249,6 +253,52 @@ def _refuse_external_data(proto) -> None:
                 "torch.onnx.export(..., external_data=False), or onnx.save_model(model, path, "
                 "save_as_external_data=False) (models over 2 GB cannot be scored as ONNX)"
             )
+
+
+def _refuse_inflating_tensors(proto, max_tensor_bytes: int | None) -> None:
+    """CheckpointTooLarge when the tensors declare more than ``max_tensor_bytes`` (if set) in all; CheckpointError
+    for a tensor whose stored data is not what its shape declares (decoding it would allocate the shape)."""
+    import math
+
+    from gscore.inputs.archives import CheckpointTooLarge
+
+    onnx = _onnx()
+    total, largest = 0, ("", 0)
+    for where, tensor in _tensors(proto):
+        count = math.prod(tensor.dims)
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            itemsize = 1
+        declared = count * itemsize
+        total += declared
+        largest = max(largest, (where, declared), key=lambda item: item[1])
+        if tensor.HasField("raw_data"):
+            holds, expected = len(tensor.raw_data), declared
+        else:  # one entry per element in the typed field (two for complex numbers)
+            holds, expected = _typed_count(tensor), count
+        if holds < expected:
+            raise CheckpointError(
+                f"the ONNX file's {where} declares shape {list(tensor.dims)} ({declared} bytes) but "
+                f"stores less data ({holds} {'bytes' if tensor.HasField('raw_data') else 'elements'}); refused"
+            )
+    if max_tensor_bytes is not None and total > max_tensor_bytes:
+        raise CheckpointTooLarge(
+            f"the ONNX model's tensors declare {total} bytes in all, over the limit of {max_tensor_bytes} "
+            f"(GSCORE_MAX_CHECKPOINT_BYTES); the largest is {largest[0]} with {largest[1]} bytes"
+        )
+
+
+def _typed_count(tensor) -> int:
+    """Elements stored in a tensor's typed fields (``float_data``, ``int32_data``, ...)."""
+    return max(
+        len(tensor.float_data),
+        len(tensor.int32_data),
+        len(tensor.int64_data),
+        len(tensor.double_data),
+        len(tensor.uint64_data),
+        len(tensor.string_data),
+    )
 
 
 def _refuse_unsupported_ops(proto) -> None:

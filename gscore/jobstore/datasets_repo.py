@@ -14,8 +14,12 @@ from gscore.jobstore.storage import Storage
 
 
 class DatasetNameTaken(Exception):
-    """The name is used by an uploaded dataset with other content, or by another owner's dataset (names are
-    unique across owners)."""
+    """The owner already has an uploaded dataset of this name with other content (names are per owner:
+    another owner's dataset of the same name is no conflict, and is never revealed)."""
+
+
+def _scope(owner: str | None) -> str:
+    return owner or ""
 
 
 class DatasetsRepo:
@@ -24,55 +28,74 @@ class DatasetsRepo:
 
     def all(self, visible_to: str | None = None) -> list[UploadedDataset]:
         """Uploaded datasets of owner ``visible_to`` (None: every owner's), by name."""
-        query = select(UploadedDataset).order_by(UploadedDataset.name)
+        query = select(UploadedDataset).order_by(UploadedDataset.name, UploadedDataset.scope)
         if visible_to is not None:
             query = query.where(UploadedDataset.owner == visible_to)
         with self.sessions() as session:
             return list(session.scalars(query))
 
-    def get(self, name: str, visible_to: str | None = None) -> UploadedDataset | None:
-        """The dataset, or None when there is none or it belongs to another owner than ``visible_to``."""
+    def get(
+        self, name: str, visible_to: str | None = None, owner: str | None = None
+    ) -> UploadedDataset | None:
+        """Owner ``owner``'s dataset ``name``; a caller that sees every owner (``visible_to`` None: an admin
+        key, or no keys) whose own scope has none gets the oldest other owner's of that name. None when there
+        is none it may see."""
         if "\x00" in name:  # no stored name has one (and PostgreSQL refuses NUL in a string)
             return None
         with self.sessions() as session:
-            record = session.get(UploadedDataset, name)
-        if record is None or (visible_to is not None and record.owner != visible_to):
-            return None
+            record = session.get(UploadedDataset, (_scope(owner if visible_to is None else visible_to), name))
+            if record is None and visible_to is None:
+                query = select(UploadedDataset).where(UploadedDataset.name == name)
+                record = session.scalars(query.order_by(UploadedDataset.created_at).limit(1)).first()
         return record
 
     def add(
         self, name: str, sha256: str, size_bytes: int, summary: dict, owner: str | None = None
     ) -> tuple[UploadedDataset, bool]:
-        """Register ``name`` for ``owner``; (record, created). Same name, owner and content again is not an
-        error."""
-        existing = self.get(name)
+        """Register ``name`` for ``owner``; (record, created). The same name and content again is not an
+        error; another owner's dataset of that name does not matter."""
+        existing = self._own(name, owner)
         if existing is not None:
-            if existing.sha256 != sha256 or existing.owner != owner:
+            if existing.sha256 != sha256:
                 raise DatasetNameTaken(name)
             return existing, False
         record = UploadedDataset(
-            name=name, sha256=sha256, size_bytes=size_bytes, created_at=utcnow(), summary=summary, owner=owner
+            scope=_scope(owner),
+            name=name,
+            sha256=sha256,
+            size_bytes=size_bytes,
+            created_at=utcnow(),
+            summary=summary,
+            owner=owner,
         )
         try:
             with self.sessions() as session, session.begin():
                 session.add(record)
-        except IntegrityError:  # a concurrent upload registered the name first
-            winner = self.get(name)
-            if winner is None or winner.sha256 != sha256 or winner.owner != owner:
+        except IntegrityError:  # a concurrent upload of this owner registered the name first
+            winner = self._own(name, owner)
+            if winner is None or winner.sha256 != sha256:
                 raise DatasetNameTaken(name) from None
             return winner, False
         return record, True
 
+    def _own(self, name: str, owner: str | None) -> UploadedDataset | None:
+        with self.sessions() as session:
+            return session.get(UploadedDataset, (_scope(owner), name))
+
     def resolve(
-        self, name: str, builtin_names: tuple[str, ...], visible_to: str | None = None
+        self,
+        name: str,
+        builtin_names: tuple[str, ...],
+        visible_to: str | None = None,
+        owner: str | None = None,
     ) -> tuple[str | None, Path | None]:
-        """(content hash, stored path) of an uploaded dataset of owner ``visible_to`` (None: any owner's);
-        (None, None) for a built-in name."""
+        """(content hash, stored path) of uploaded dataset ``name`` as ``get`` finds it for a caller of
+        ``owner`` who sees ``visible_to``; (None, None) for a built-in name."""
         if name in builtin_names:
             return None, None
-        record = self.get(name, visible_to)
+        record = self.get(name, visible_to, owner)
         if record is None:
-            uploaded = ", ".join(d.name for d in self.all(visible_to)) or "none"
+            uploaded = ", ".join(sorted({d.name for d in self.all(visible_to)})) or "none"
             raise DatasetError(
                 f"unknown dataset {name!r}: built-in datasets are {', '.join(builtin_names)}; uploaded "
                 f"datasets are {uploaded}; upload an .npz probe set with POST /v1/datasets"

@@ -119,7 +119,8 @@ class UploadedDataset(Base):
 
     __tablename__ = "datasets"
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True, default="")  # owner; '' when keyless
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # unique per owner
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -165,6 +166,8 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # no memory-mapped I/O: a read-only or full disk must be an error (503), not a SIGBUS that kills us
+    cursor.execute("PRAGMA mmap_size=0")
     cursor.close()
 
 

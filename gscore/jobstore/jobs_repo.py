@@ -13,11 +13,13 @@ import binascii
 import hashlib
 import json
 import uuid
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,6 +40,14 @@ class CancelConflict(Exception):
     def __init__(self, state: str) -> None:
         super().__init__(state)
         self.state = state
+
+
+class IdempotencyKeyTaken(Exception):
+    """Another request committed this Idempotency-Key first; ``job_id`` is its job."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
 
 
 @dataclass(frozen=True)
@@ -212,6 +222,53 @@ class JobsRepo:
             session.add(job)
         return job
 
+    def create_admitted(
+        self,
+        fields: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        admit: Callable[[Job, list[Job]], Sequence[str]] | None = None,
+    ) -> Job:
+        """Insert a job with its Idempotency-Key and its collection admission in one transaction: all of
+        them are committed, or none (a database error or a refusal leaves no job behind).
+
+        ``admit(job, rows)`` is called inside the transaction, after the insert, with every job of the new
+        job's collection (as ``collection_rows`` gives them, itself included; on PostgreSQL under a lock per
+        owner and collection, so of two racing submissions the second sees the first); it returns the ids
+        of the jobs the new one replaces (cancelled in the same transaction) or raises to refuse (rolled
+        back). Raises ``IdempotencyKeyTaken`` when another request committed the key first.
+        """
+        now = utcnow()
+        base = {"attempts": 0, "cancel_requested": False, "progress_done": 0, "progress_total": 0}
+        job = Job(id=str(uuid.uuid4()), created_at=now, updated_at=now, **{**base, **fields})
+        try:
+            with self.sessions() as session, session.begin():
+                if job.collection is not None and session.get_bind().dialect.name == "postgresql":
+                    lock = zlib.crc32(f"{job.owner}\n{job.collection}".encode())
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock})
+                session.add(job)
+                if idempotency_key:
+                    scoped = scoped_idempotency_key(idempotency_key, job.owner)
+                    session.add(IdempotencyKey(key=scoped, job_id=job.id, created_at=now))
+                session.flush()
+                if admit is not None and job.collection is not None:
+                    rows = session.scalars(
+                        select(Job)
+                        .where(Job.collection == job.collection, _owned_by(job.owner))
+                        .order_by(Job.created_at, Job.id)
+                    )
+                    for old_id in admit(job, list(rows)):
+                        _cancel_in(session, old_id, now)
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            with self.sessions() as session:
+                record = session.get(IdempotencyKey, scoped_idempotency_key(idempotency_key, job.owner))
+            if record is None:
+                raise
+            raise IdempotencyKeyTaken(record.job_id) from None
+        return job
+
     def job_for_idempotency_key(self, key: str, owner: str | None = None) -> Job | None:
         """The job that ``owner`` (None: no API key) made with this Idempotency-Key, if any."""
         key = scoped_idempotency_key(key, owner)
@@ -295,6 +352,25 @@ class JobsRepo:
                 return None
             attempt = session.scalar(select(Job.attempts).where(Job.id == job_id))
         return Claim(job_id=job_id, token=token, attempt=int(attempt or 0))
+
+    def release(self, claim: Claim) -> bool:
+        """Give back a claimed job that the infrastructure (not the job) stopped: queued again, the attempt not
+        counted. False if the lease was lost meanwhile."""
+        now = utcnow()
+        with self.sessions() as session, session.begin():
+            outcome = session.execute(
+                update(Job)
+                .where(Job.id == claim.job_id, Job.lease_token == claim.token, Job.state == RUNNING)
+                .values(
+                    state=QUEUED,
+                    attempts=Job.attempts - 1,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    progress_stage="requeued",
+                    updated_at=now,
+                )
+            )
+        return outcome.rowcount == 1
 
     def heartbeat(self, claim: Claim, lease_seconds: float) -> tuple[bool, bool]:
         """Renew the lease; returns (still_held, cancel_requested)."""
@@ -395,6 +471,20 @@ def scoped_idempotency_key(key: str, owner: str | None) -> str:
     if owner is None:
         return key
     return "owner-sha256:" + hashlib.sha256(f"{owner}\n{key}".encode()).hexdigest()
+
+
+def _cancel_in(session: Session, job_id: str, now: datetime) -> None:
+    """``request_cancel``'s two updates inside the caller's transaction (a finished job is left as it is)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == QUEUED)
+        .values(state=CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == RUNNING)
+        .values(cancel_requested=True, updated_at=now)
+    )
 
 
 def _visible(owner: str | None, visible_to: str | None) -> bool:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+COPY_CHUNK_BYTES = 1 << 20
 
 
 class UploadTooLarge(Exception):
@@ -79,9 +83,31 @@ class Storage:
 
     @staticmethod
     def _keep(sink: UploadSink, target: Path) -> Path:
+        """Put the upload at ``target`` atomically: renamed when on the same filesystem, else copied to a
+        temp file beside ``target`` (its filesystem) and renamed there; never a cross-device rename."""
         sink.close()
         if target.exists():
             sink.path.unlink(missing_ok=True)
-        else:
+            return target
+        try:
             os.replace(sink.path, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_then_rename(sink.path, target)
+            sink.path.unlink(missing_ok=True)
         return target
+
+
+def _copy_then_rename(source: Path, target: Path) -> None:
+    """Copy ``source`` to a temp file in ``target``'s directory, flush it to disk, rename it to ``target``."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, COPY_CHUNK_BYTES)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise

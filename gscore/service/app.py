@@ -21,6 +21,7 @@ from gscore.service.deps import authenticate
 from gscore.service.metrics import ServiceMetrics
 from gscore.service.problems import install_problem_handlers
 from gscore.service.routes import api_docs, catalog, collections, dashboard, datasets, health, jobs
+from gscore.service.upload_work import warm_up
 from gscore.service.warmup import EngineWarmup
 from gscore.settings import Settings, get_settings
 
@@ -58,7 +59,8 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         reaper = None
-        if run_reaper:
+        if run_reaper:  # a serving API (in-process test apps start their check processes on first use)
+            warm_up(context.settings)  # the upload check processes start and import their checks now
             reaper = ReaperThread.from_settings(context.repo, context.dispatcher, context.settings)
             reaper.start()  # its first pass publishes every queued job again (in its own thread)
         notifier = NotifierThread.start_if_enabled(context.sessions, context.settings) if run_reaper else None

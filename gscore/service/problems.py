@@ -28,7 +28,9 @@ DATABASE_BUGS = (
 )
 DEPENDENCY_RETRY_AFTER_SECONDS = 5  # Retry-After of a 503 for a database or storage fault
 # OS errors that mean "the storage directory cannot be written now" (read-only, full, no permission, I/O)
-STORAGE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO})
+STORAGE_ERRNOS = frozenset(
+    {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.EXDEV}
+)
 
 _HTTP_TITLES = {
     400: "Bad request",
@@ -70,7 +72,10 @@ class Problem(Exception):
         self.headers = headers
 
     @classmethod
-    def from_engine_error(cls, error: GScoreError, status: int = 422) -> Problem:
+    def from_engine_error(cls, error: GScoreError, status: int | None = None) -> Problem:
+        """The problem of an engine error: ``status``, else the error's ``http_status`` (413 for an archive
+        over a cap), else 422."""
+        status = status or getattr(error, "http_status", 422)
         field = getattr(error, "field", None)  # a SpecError's, or the file part a CheckpointError names
         extra = {"field": field} if field else {}
         return cls(status, error.type, error.title, error.detail, **extra)

@@ -13,7 +13,7 @@ from gscore.inputs.checkpoints.upload_checks import check_checkpoint_upload, che
 from gscore.jobstore.collection_rules import admit
 from gscore.jobstore.db import Job, utcnow
 from gscore.jobstore.dedupe import dedupe_key, duplicate_result
-from gscore.jobstore.jobs_repo import QUEUED, SUCCEEDED, CancelConflict
+from gscore.jobstore.jobs_repo import QUEUED, SUCCEEDED, IdempotencyKeyTaken
 from gscore.jobstore.keys import KEYLESS, Principal
 from gscore.jobstore.notifications import notification_fields
 from gscore.jobstore.specs import JobSpec, normalized_spec, parse_flag, parse_meta, parse_spec, score_request
@@ -22,6 +22,7 @@ from gscore.jobstore.webhooks import check_notify_url
 from gscore.service.context import ServiceContext
 from gscore.service.multipart import UploadedForm
 from gscore.service.problems import Problem
+from gscore.service.upload_work import run_check
 
 log = logging.getLogger("gscore.service")
 FILE_FIELDS = ("checkpoint", "model")  # a state_dict checkpoint (with an arch), or an .onnx model
@@ -107,7 +108,9 @@ def parse_submission(ctx: ServiceContext, form: UploadedForm, caller: Principal 
         check_notify_url(notify_url, ctx.settings)  # 422 naming the host, before anything is stored
     from gscore.inputs.datasets import BUILTIN_DATASET_NAMES
 
-    dataset_sha, dataset_path = ctx.datasets.resolve(spec.dataset, BUILTIN_DATASET_NAMES, caller.visible_to)
+    dataset_sha, dataset_path = ctx.datasets.resolve(
+        spec.dataset, BUILTIN_DATASET_NAMES, caller.visible_to, caller.owner
+    )
     stored = normalized_spec(spec, dataset_sha)
     if initial_sink is not None:  # in the spec, so in the dedupe key and the idempotency fingerprint
         stored["initial_checkpoint_sha256"] = initial_sink.sha256
@@ -150,15 +153,25 @@ def _initial_part_error(error: CheckpointError) -> CheckpointError:
     return named
 
 
+def check_content(ctx: ServiceContext, path: Path, submission: Submission) -> None:
+    """The content checks of an uploaded checkpoint (or ONNX model) at ``path``, in the upload check pool
+    (``gscore.service.upload_work``: off the request threads, bounded), with the archive caps."""
+    settings = ctx.settings
+    if submission.is_onnx:
+        run_check(
+            settings, check_model_upload, path, settings.max_upload_bytes, settings.max_checkpoint_bytes
+        )
+    else:
+        arch = submission.stored_spec["arch"]
+        run_check(settings, check_checkpoint_upload, path, arch, settings.max_checkpoint_bytes)
+
+
 def check_initial_checkpoint(ctx: ServiceContext, submission: Submission) -> None:
     """The content checks of the main part, on the initial checkpoint (errors name the part)."""
     if submission.initial_sink is None:
         return
     try:
-        if submission.is_onnx:
-            check_model_upload(submission.initial_sink.path, ctx.settings.max_upload_bytes)
-        else:
-            check_checkpoint_upload(submission.initial_sink.path, submission.stored_spec["arch"])
+        check_content(ctx, submission.initial_sink.path, submission)
     except CheckpointError as exc:
         raise _initial_part_error(exc) from None
 
@@ -182,19 +195,17 @@ def create_job(
 ) -> Job:
     """Validate the form, store the checkpoint, and create the job (queued, or succeeded when deduplicated).
 
-    With an ``idempotency_key`` that another request claimed first, this request's job is discarded and
-    the first job is answered (or 422 when the bodies differ). Blocking (database, file moves, broker):
-    call it from a worker thread.
+    The job row, its Idempotency-Key and its collection admission are committed in one transaction
+    (``JobsRepo.create_admitted``): a database error (503) leaves no job, and with an ``idempotency_key``
+    that another request committed first, that request's job is answered (or 422 when the bodies differ).
+    Blocking (database, file moves, the upload checks' process pool): call it from a worker thread.
     """
     submission = parse_submission(ctx, form, caller)
     from gscore.pipeline import validate_request
 
     sink = submission.sink
     validate_request(score_request(submission.stored_spec, sink.path, ctx.settings, submission.dataset_path))
-    if submission.is_onnx:
-        check_model_upload(sink.path, ctx.settings.max_upload_bytes)
-    else:
-        check_checkpoint_upload(sink.path, submission.stored_spec["arch"])
+    check_content(ctx, sink.path, submission)
     check_initial_checkpoint(ctx, submission)  # every check before anything is kept
     ctx.storage.keep_checkpoint(sink)
     if submission.initial_sink is not None:
@@ -204,25 +215,22 @@ def create_job(
         ctx.repo, fields["dedupe_key"], owner=caller.owner
     )  # never another team's
     if earlier_result is not None:
-        job = ctx.repo.create(
-            state=SUCCEEDED,
-            result=earlier_result,
-            progress_stage="deduplicated",
-            finished_at=utcnow(),
-            **fields,
+        state = {"state": SUCCEEDED, "result": earlier_result, "progress_stage": "deduplicated"}
+        fields = {**fields, **state, "finished_at": utcnow()}
+    else:
+        fields = {**fields, "state": QUEUED, "progress_stage": "queued"}
+    try:
+        job = ctx.repo.create_admitted(
+            fields,
+            idempotency_key=idempotency_key,
+            admit=lambda job, rows: _admission(job, rows, submission, idempotency_key),
         )
-        winner = _claim_key(ctx, idempotency_key, job, submission)
-        if winner is not job:
-            return winner
-        _admit_to_collection(ctx, job, submission, idempotency_key)
+    except IdempotencyKeyTaken as taken:
+        return _key_winner(ctx, taken.job_id, submission, idempotency_key or "")
+    if earlier_result is not None:
         ctx.metrics.submitted.labels("deduplicated").inc()
         log.info("job %s: deduplicated from %s", job.id, earlier_result["meta"]["deduplicated_from"])
         return job
-    job = ctx.repo.create(state=QUEUED, progress_stage="queued", **fields)
-    winner = _claim_key(ctx, idempotency_key, job, submission)
-    if winner is not job:
-        return winner
-    _admit_to_collection(ctx, job, submission, idempotency_key)
     # the row is committed: from here the job is guaranteed to run (the job table is the outbox; a publish
     # that fails or never happens is repeated by the reaper), so the answer is 202 even while the broker
     # is down or hung, and the request never waits on the broker
@@ -232,14 +240,8 @@ def create_job(
     return job
 
 
-def _claim_key(ctx: ServiceContext, key: str | None, job: Job, submission: Submission) -> Job:
-    """Record ``key -> job`` before the job is published; a concurrent request with the key may win."""
-    if not key:
-        return job
-    winner_id = ctx.repo.remember_idempotency_key(key, job.id, job.owner)  # keys are scoped per owner
-    if winner_id == job.id:
-        return job
-    ctx.repo.delete_unpublished(job.id)  # never published: no worker knows it
+def _key_winner(ctx: ServiceContext, winner_id: str, submission: Submission, key: str) -> Job:
+    """The job of the request that committed Idempotency-Key ``key`` first, if this request repeats it."""
     winner = ctx.repo.get(winner_id)
     if winner is None:
         raise Problem(
@@ -251,27 +253,17 @@ def _claim_key(ctx: ServiceContext, key: str | None, job: Job, submission: Submi
     return idempotent_replay(winner, submission, key)
 
 
-def _admit_to_collection(ctx: ServiceContext, job: Job, submission: Submission, key: str | None) -> None:
-    """409 (and the unpublished ``job`` removed) when it cannot join its collection; else cancel the live
-    jobs it replaces (``replace=true``). Checked after the job is in the table, so of two racing
-    submissions that conflict at least one sees the other; a concurrent retry with the same
-    Idempotency-Key and body is no conflict (the key race answers it)."""
-    if job.collection is None:
-        return
-    rows = ctx.repo.collection_rows(job.collection, job.owner)
+def _admission(job: Job, rows: list[Job], submission: Submission, key: str | None) -> list[str]:
+    """The ids of the live jobs ``job`` replaces in its collection (``replace=true``), or a 409 when it cannot
+    join it. Called inside the job's transaction (``JobsRepo.create_admitted``), so a 409 leaves nothing
+    behind; a concurrent retry with the same Idempotency-Key and body is no conflict (the key answers it)."""
     same_request = (
         (lambda other: job_fingerprint(other) == submission.fingerprint) if key else (lambda _: False)
     )
     admission = admit(job, rows, replace=submission.replace, same_request=same_request)
     if admission.conflict is not None:
-        ctx.repo.delete_unpublished(job.id)
-        if key:
-            ctx.repo.forget_idempotency_key(key, job.id, job.owner)
         conflict = admission.conflict
         raise Problem(409, conflict.type, conflict.title, conflict.detail, field=conflict.field)
     for old in admission.replaced:
-        try:
-            ctx.repo.request_cancel(old.id)
-        except CancelConflict:  # it finished meanwhile: it stays out of the collection all the same
-            pass
         log.info("job %s: replaces job %s in collection %r", job.id, old.id, job.collection)
+    return [old.id for old in admission.replaced]

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, InternalError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from gscore.errors import GScoreError, JobCancelled
+from gscore.inputs.archives import check_input_archives
 from gscore.jobstore.db import Job, make_session_factory
 from gscore.jobstore.dedupe import duplicate_result
 from gscore.jobstore.jobs_repo import CANCELLED, FAILED, SUCCEEDED, Claim, JobsRepo
@@ -29,6 +31,8 @@ log = logging.getLogger("gscore.worker")
 CLAIM_RETRY_FIRST_PAUSE_SECONDS = 0.25
 CLAIM_RETRY_MAX_PAUSE_SECONDS = 2.0
 T = TypeVar("T")
+# the database's faults (down, hung, I/O error, read-only), not the job's; IntegrityError & co. are bugs
+DATABASE_FAULTS = (OperationalError, InterfaceError, InternalError, DisconnectionError, PoolTimeoutError)
 
 
 @dataclass
@@ -101,13 +105,18 @@ def _score(job: Job, ctx: WorkerContext, progress: ProgressWriter, heartbeat: He
     dataset_sha = spec.get("dataset_sha256")
     dataset_path = ctx.storage.dataset_path(dataset_sha) if dataset_sha else None
     initial_sha = spec.get("initial_checkpoint_sha256")
-    request = score_request(
-        spec,
-        ctx.storage.checkpoint_path(job.checkpoint_sha256),
-        ctx.settings,
-        dataset_path,
-        initial_checkpoint=ctx.storage.checkpoint_path(initial_sha) if initial_sha else None,
-    )
+    initial = ctx.storage.checkpoint_path(initial_sha) if initial_sha else None
+    checkpoint = ctx.storage.checkpoint_path(job.checkpoint_sha256)
+    settings = ctx.settings
+    for model_file in (checkpoint, initial):  # the caps again, before the engine inflates anything
+        if model_file is not None and model_file.exists():  # (a missing file is the engine's to report)
+            check_input_archives(
+                model_file,
+                dataset_path if dataset_path is not None and dataset_path.exists() else None,
+                max_checkpoint_bytes=settings.max_checkpoint_bytes,
+                max_dataset_bytes=settings.max_dataset_bytes,
+            )
+    request = score_request(spec, checkpoint, settings, dataset_path, initial_checkpoint=initial)
     result = score(request, progress=progress, should_cancel=heartbeat.should_cancel)
     result = {
         "scores": dict(result["scores"]),
@@ -118,13 +127,22 @@ def _score(job: Job, ctx: WorkerContext, progress: ProgressWriter, heartbeat: He
     return _json_safe(result)
 
 
+class InfrastructureFault(Exception):
+    """The database failed during an attempt: the job is not at fault and must not be failed for it."""
+
+
 def _outcome(
     job: Job, ctx: WorkerContext, claim: Claim, heartbeat: Heartbeat
 ) -> tuple[str, dict | None, dict | None]:
-    """(state, result, error) of one attempt."""
+    """(state, result, error) of one attempt. Raises ``InfrastructureFault`` when the database stayed down
+    (after retries): only a fault of the job (its checkpoint, its data, its spec) fails it."""
     progress = ProgressWriter(ctx.repo, claim, ctx.settings.progress_interval_seconds)
     try:
-        earlier_result = duplicate_result(ctx.repo, job.dedupe_key, excluding_job_id=job.id, owner=job.owner)
+        earlier_result = retry_database(
+            lambda: duplicate_result(ctx.repo, job.dedupe_key, excluding_job_id=job.id, owner=job.owner),
+            ctx.settings.claim_retry_seconds,
+            f"job {job.id}: dedupe query",
+        )
         if earlier_result is not None:  # an identical job finished while this one was queued
             progress("deduplicated", 0, 0)
             return SUCCEEDED, earlier_result, None
@@ -150,6 +168,8 @@ def _outcome(
                 f"the job ran past its soft time limit of {limit} s (GSCORE_JOB_SOFT_TIME_LIMIT)",
             ),
         )
+    except DATABASE_FAULTS as exc:
+        raise InfrastructureFault(f"{type(exc).__name__}: {exc}"[:300]) from exc
     except Exception as exc:
         log.exception("job %s: unexpected error", job.id)
         detail = f"{type(exc).__name__}: {exc}"[:300]
@@ -158,18 +178,34 @@ def _outcome(
 
 def retry_database(call: Callable[[], T], seconds: float, what: str) -> T:
     """``call()``, retried with backoff (0.25 s doubling to 2 s) while the database fails, for up to
-    ``seconds``; then the last ``DBAPIError`` propagates."""
+    ``seconds``; then the last of ``DATABASE_FAULTS`` propagates."""
     deadline = time.monotonic() + seconds
     pause = CLAIM_RETRY_FIRST_PAUSE_SECONDS
     while True:
         try:
             return call()
-        except DBAPIError as exc:
+        except DATABASE_FAULTS as exc:
             if time.monotonic() + pause > deadline:
                 raise
             log.warning("%s failed (%s); retrying in %.2f s", what, type(exc).__name__, pause)
             time.sleep(pause)
             pause = min(pause * 2, CLAIM_RETRY_MAX_PAUSE_SECONDS)
+
+
+def _release(ctx: WorkerContext, claim: Claim, fault: BaseException) -> str:
+    """Give the job back (queued, the attempt not counted) after an infrastructure fault; if the database
+    refuses that too, the lease expires and the reaper queues it again. The job is never failed for it."""
+    log.error(
+        "job %s: database fault during attempt %d (%s); job left claimable",
+        claim.job_id,
+        claim.attempt,
+        fault,
+    )
+    try:
+        retry_database(lambda: ctx.repo.release(claim), ctx.settings.claim_retry_seconds, "release")
+    except DATABASE_FAULTS:
+        log.error("job %s: could not release it; its lease expires and the reaper queues it", claim.job_id)
+    return "released"
 
 
 def claim_with_retry(repo: JobsRepo, job_id: str, worker_name: str, settings: Settings) -> Claim | None:
@@ -189,7 +225,7 @@ def execute_job(job_id: str, settings: Settings, worker_name: str) -> str:
     try:
         ctx = worker_context(settings)
         claim = claim_with_retry(ctx.repo, job_id, worker_name, settings)
-    except DBAPIError as exc:  # the database stayed down: the job is still queued in the table
+    except DATABASE_FAULTS as exc:  # the database stayed down: the job is still queued in the table
         log.error(
             "job %s: could not claim for %.0f s (%s); left queued, it is published again later",
             job_id,
@@ -200,7 +236,12 @@ def execute_job(job_id: str, settings: Settings, worker_name: str) -> str:
     if claim is None:
         log.info("job %s: not claimable (finished, cancelled or running elsewhere); message dropped", job_id)
         return "skipped"
-    job = ctx.repo.get(job_id)
+    try:
+        job = retry_database(
+            lambda: ctx.repo.get(job_id), settings.claim_retry_seconds, f"job {job_id}: read"
+        )
+    except DATABASE_FAULTS as exc:
+        return _release(ctx, claim, exc)
     assert job is not None
     if claim.attempt > settings.max_attempts:
         detail = f"attempt {claim.attempt} exceeds max_attempts={settings.max_attempts} (GSCORE_MAX_ATTEMPTS)"
@@ -209,12 +250,19 @@ def execute_job(job_id: str, settings: Settings, worker_name: str) -> str:
     log.info("job %s: attempt %d started on %s", job_id, claim.attempt, worker_name)
     started = time.monotonic()
     with Heartbeat(ctx.repo, claim, settings.lease_seconds) as heartbeat:
-        state, result, error = _outcome(job, ctx, claim, heartbeat)
-        recorded = retry_database(
-            lambda: ctx.repo.finish(claim, state, result=result, error=error),
-            settings.claim_retry_seconds,
-            f"job {job_id}: recording the outcome",
-        )
+        try:
+            state, result, error = _outcome(job, ctx, claim, heartbeat)
+        except InfrastructureFault as fault:
+            return _release(ctx, claim, fault)
+        try:
+            recorded = retry_database(
+                lambda: ctx.repo.finish(claim, state, result=result, error=error),
+                settings.claim_retry_seconds,
+                f"job {job_id}: recording the outcome",
+            )
+        except DATABASE_FAULTS as exc:  # the lease expires and the reaper queues the job again
+            log.error("job %s: could not record %s (%s); it runs again later", job_id, state, exc)
+            return "finish-failed"
         if not recorded:
             log.warning(
                 "job %s: attempt %d finished as %s after losing its lease; not recorded",

@@ -22,7 +22,7 @@ from gscore.jobstore.jobs_repo import JobsRepo
 from gscore.jobstore.migrations.baseline import baseline_metadata
 from gscore.settings import Settings
 
-HEAD = "0003"
+HEAD = "0004"
 SCORES = {"c1": 0.125, "c3": -2.5, "c4": 3.75}
 
 

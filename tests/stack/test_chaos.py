@@ -14,7 +14,6 @@ from pathlib import Path
 
 import chaos_lib as chaos
 import pytest
-from conftest import REDIS_PORT
 
 pytestmark = pytest.mark.chaos
 
@@ -37,14 +36,14 @@ def check(tally: chaos.Tally, *, allow_503: bool = False) -> None:
 
 
 @pytest.fixture()
-def production_env(redis_url: str) -> Iterator[dict[str, str]]:
+def production_env(redis_server: tuple[str, int]) -> Iterator[dict[str, str]]:
     """Redis (the chaos suite's own database) + a fresh PostgreSQL database; skips without either."""
     pytest.importorskip("psycopg2")
     try:
         database = chaos.fresh_postgres_url()
     except Exception as exc:
         pytest.skip(f"PostgreSQL is not reachable: {exc}")
-    yield {"BROKER_URL": chaos.flushed_redis_url(), "DATABASE_URL": database}
+    yield {"BROKER_URL": chaos.flushed_redis_url(*redis_server), "DATABASE_URL": database}
     chaos.drop_postgres(database)
 
 
@@ -78,14 +77,14 @@ def test_redis_restarted_without_persistence(
 
 
 def test_broker_that_hangs_hangs_no_request(
-    production_env: dict[str, str], tmp_path: Path, digits_checkpoint: Path
+    production_env: dict[str, str], redis_server: tuple[str, int], tmp_path: Path, digits_checkpoint: Path
 ) -> None:
     production_env.pop("BROKER_URL")
     tally = chaos.broker_hangs(
         tmp_path / "stack",
         digits_checkpoint,
         "redis+postgres",
-        REDIS_PORT,
+        redis_server[1],
         chaos.CHAOS_REDIS_DB,
         **production_env,
     )

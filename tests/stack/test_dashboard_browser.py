@@ -337,3 +337,29 @@ def test_api_docs_render_offline(page: tuple[Any, Watch], stack: Stack) -> None:
     ).first.wait_for()
     assert browser_page.locator("h2", has_text="A job's state and result").count() == 1
     watch.assert_clean()
+
+
+def test_the_api_key_stays_in_the_tab_unless_remembered(browser: Any, stack: Stack) -> None:
+    """Under the dashboard's strict Content-Security-Policy: the key goes to sessionStorage, and to
+    localStorage only with "remember" ticked; clearing it removes both."""
+    context = browser.new_context()
+    page = context.new_page()
+    response = page.goto(f"{stack.url}/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.locator("#api-key").wait_for()
+
+    def stored() -> list[str | None]:
+        return page.evaluate(
+            "() => [sessionStorage.getItem('gscore.apiKey'), localStorage.getItem('gscore.apiKey')]"
+        )
+
+    page.fill("#api-key", "gsk_tab_only")
+    page.click("#api-key-form button")
+    assert stored() == ["gsk_tab_only", None]
+    page.check("#api-key-remember")
+    page.click("#api-key-form button")
+    assert stored() == ["gsk_tab_only", "gsk_tab_only"]
+    page.fill("#api-key", "")
+    page.click("#api-key-form button")
+    assert stored() == [None, None]
+    context.close()

@@ -26,7 +26,7 @@ from gscore.errors import CheckpointError
 
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTOCOL_OPCODE = 0x80
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+MAX_SAFETENSORS_HEADER = 8 * 1024 * 1024  # thousands of tensors take < 1 MiB; parsing holds the GIL
 MAX_PICKLE_BYTES = 16 * 1024 * 1024  # a state_dict's data.pkl is KBs; a bigger one holds Python objects
 MAX_LISTED = 5
 
@@ -39,6 +39,11 @@ def checkpoint_format_problem(head: bytes, size: int) -> str | None:
         (header_len,) = struct.unpack("<Q", head[:8])
         if 2 <= header_len <= min(MAX_SAFETENSORS_HEADER, size - 8) and head[8:9] == b"{":
             return None
+        if MAX_SAFETENSORS_HEADER < header_len <= size - 8 and head[8:9] == b"{":
+            return (
+                f"the safetensors header is {header_len} bytes, over the limit of {MAX_SAFETENSORS_HEADER} "
+                "(a state_dict's header takes KBs); refused before parsing"
+            )
     if head[:1] and head[0] == PICKLE_PROTOCOL_OPCODE:
         return (
             "legacy (non-zip) pickle checkpoints are refused: save with torch.save (torch >= 1.6 zip format) "

@@ -73,13 +73,15 @@ class LoadReport:
     removed_prefix: str | None = None
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into ``{parameter name: CPU tensor}`` without running any code from it.
 
     Keys are returned as stored (wrapper prefixes are removed by ``load_into``, which knows the
     architecture). Raises CheckpointError for a missing, empty, truncated, corrupt or unsafe file, a
     torch.export ``.pt2`` archive, or one whose content is not a state_dict (see the module docstring for
-    accepted layouts).
+    accepted layouts); ``CheckpointTooLarge`` for a torch.save zip whose members inflate past ``max_bytes``
+    (None: no cap; the service passes ``GSCORE_MAX_CHECKPOINT_BYTES``), checked from its directory before
+    ``torch.load`` reads it.
     """
     path = Path(path)
     if not path.exists():
@@ -93,8 +95,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         loaded: Any = _read_safetensors(path)
     else:
+        _check_archive_size(path, max_bytes)
         loaded = _read_torch_pickle(path)
     return _extract_state_dict(loaded)
+
+
+def _check_archive_size(path: Path, max_bytes: int | None) -> None:
+    """``CheckpointTooLarge`` when a zip's members declare more than ``max_bytes`` (torch.load inflates
+    deflated records as readily as stored ones); anything that is no zip is left to ``torch.load``."""
+    if max_bytes is None:
+        return
+    from gscore.inputs.archives import CheckpointTooLarge, check_zip_budget
+
+    try:
+        check_zip_budget(path, max_bytes, what="checkpoint", error=CheckpointTooLarge)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        pass  # not a zip (a legacy pickle) or corrupt: torch.load reports it
 
 
 def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> LoadReport:

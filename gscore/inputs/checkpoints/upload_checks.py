@@ -2,6 +2,7 @@
 
     check_checkpoint_upload(path, arch)      # a `checkpoint` part: safetensors or torch.save zip
     check_model_upload(path, max_bytes)      # a `model` part: an .onnx file
+    npz_dataset_summary(path, name, max_bytes)  # an uploaded .npz probe set: checked, summarized
 
 Each raises a ``CheckpointError`` (``CheckpointMismatchError`` for keys/shapes that do not fit the arch)
 with the message the worker would give. Nothing is unpickled and no weight is loaded:
@@ -23,7 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gscore.errors import CheckpointError, CheckpointMismatchError
+from gscore.errors import CheckpointError, CheckpointMismatchError, DatasetError
+from gscore.inputs.archives import DatasetTooLarge
 from gscore.inputs.checkpoints.format import (
     ZIP_MAGIC,
     listing,
@@ -46,13 +48,15 @@ def _starts_with_zip(path: Path) -> bool:
         return handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC
 
 
-def check_checkpoint_upload(path: str | Path, arch: dict[str, Any]) -> None:
+def check_checkpoint_upload(path: str | Path, arch: dict[str, Any], max_bytes: int | None = None) -> None:
     """Refuse a ``checkpoint`` upload the worker could not load into ``arch`` safely.
 
     Parameters
     ----------
     path : the uploaded file (a safetensors file or a torch.save zip; its format was sniffed already).
     arch : the job's arch spec (valid; not ``{"family": "onnx"}``).
+    max_bytes : cap on a zip's uncompressed size (the service passes ``GSCORE_MAX_CHECKPOINT_BYTES``; None:
+        none), checked from its directory before any member is inflated (``CheckpointTooLarge``, a 413).
 
     Raises CheckpointError for a ``.pt2`` archive or a pickle with non-allowlisted globals, and
     CheckpointMismatchError when a safetensors file's keys or shapes do not fit ``arch``.
@@ -65,6 +69,9 @@ def check_checkpoint_upload(path: str | Path, arch: dict[str, Any]) -> None:
                 "cannot read this torch.save archive: not a valid zip (truncated or corrupt?)"
             )
         _refuse_torch_export_archive(path)
+        from gscore.inputs.archives import CheckpointTooLarge, check_zip_budget
+
+        check_zip_budget(path, max_bytes, what="checkpoint", error=CheckpointTooLarge)
         from gscore.inputs.checkpoints.loading import UNSAFE_PICKLE_DETAIL
         from gscore.inputs.checkpoints.preflight import allowed_pickle_globals
 
@@ -82,13 +89,15 @@ def check_checkpoint_upload(path: str | Path, arch: dict[str, Any]) -> None:
         raise CheckpointMismatchError(detail)
 
 
-def check_model_upload(path: str | Path, max_bytes: int) -> None:
+def check_model_upload(path: str | Path, max_bytes: int, max_tensor_bytes: int | None = None) -> None:
     """Refuse a ``model`` upload that is no self-contained, convertible ONNX file.
 
     Parameters
     ----------
     path : the uploaded file.
     max_bytes : the upload cap (``Settings.max_upload_bytes``).
+    max_tensor_bytes : cap on the bytes its tensors declare (the service passes
+        ``GSCORE_MAX_CHECKPOINT_BYTES``; None: none).
 
     Raises CheckpointError for a torch.export ``.pt2`` archive (pointing to ONNX), a zip that is a torch
     checkpoint (it goes in the ``checkpoint`` part), and everything ``read_onnx_file`` refuses.
@@ -102,4 +111,26 @@ def check_model_upload(path: str | Path, max_bytes: int) -> None:
         )
     from gscore.inputs.onnx_models import read_onnx_file
 
-    read_onnx_file(path, max_bytes=max_bytes)
+    read_onnx_file(path, max_bytes=max_bytes, max_tensor_bytes=max_tensor_bytes)
+
+
+def npz_dataset_summary(path: str | Path, name: str, max_bytes: int) -> dict[str, Any]:
+    """Read an uploaded ``.npz`` probe set as the worker will (bounded by ``max_bytes``, see
+    ``gscore.inputs.archives``) and summarize it: ``classes``, ``hierarchy``, ``subclasses``, ``samples`` per split.
+    Raises ``DatasetError`` (``DatasetTooLarge`` over the cap) for what the worker would refuse."""
+    from gscore.inputs.datasets import read_npz_probe_set
+
+    train = read_npz_probe_set(Path(path), split="train", name=name, max_bytes=max_bytes)
+    samples = {"train": len(train)}
+    try:
+        samples["test"] = len(read_npz_probe_set(Path(path), split="test", name=name, max_bytes=max_bytes))
+    except DatasetError as exc:
+        if isinstance(exc, DatasetTooLarge):
+            raise
+        # the test split is optional
+    return {
+        "classes": train.num_classes,
+        "hierarchy": train.sub is not None,
+        "subclasses": None if train.sub is None else int(train.sub.unique().numel()),
+        "samples": samples,
+    }

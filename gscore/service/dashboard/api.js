@@ -9,22 +9,37 @@ export class ApiError extends Error {
   }
 }
 
-// The API key (gscore keys create) lives in this browser's localStorage and goes with every request as
-// `Authorization: Bearer`; without one the requests go out bare (a keyless service on loopback).
+// The API key (gscore keys create) goes with every request as `Authorization: Bearer`; without one the
+// requests go out bare (a keyless service on loopback). It is kept in this tab's sessionStorage (gone when
+// the tab closes), and in localStorage only when the user ticks "remember".
 export const API_KEY_STORAGE = "gscore.apiKey";
 
-export function apiKey() {
+function stored(storage) {
   try {
-    return (window.localStorage.getItem(API_KEY_STORAGE) || "").trim();
+    return (window[storage].getItem(API_KEY_STORAGE) || "").trim();
   } catch {
     return "";
   }
 }
 
-export function setApiKey(value) {
+export function apiKey() {
+  return stored("sessionStorage") || stored("localStorage");
+}
+
+export function keyRemembered() {
+  return stored("localStorage") !== "";
+}
+
+export function setApiKey(value, remember = false) {
   const key = (value || "").trim();
-  if (key) window.localStorage.setItem(API_KEY_STORAGE, key);
-  else window.localStorage.removeItem(API_KEY_STORAGE);
+  try {
+    if (key) window.sessionStorage.setItem(API_KEY_STORAGE, key);
+    else window.sessionStorage.removeItem(API_KEY_STORAGE);
+    if (key && remember) window.localStorage.setItem(API_KEY_STORAGE, key);
+    else window.localStorage.removeItem(API_KEY_STORAGE);
+  } catch {
+    // storage disabled: the key lives as long as the page
+  }
 }
 
 export function authHeaders() {

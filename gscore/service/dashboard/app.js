@@ -1,6 +1,6 @@
 // Hash router: #/ collections, #/collections/NAME, #/jobs, #/jobs/ID. Each view renders into <main>
 // and returns a stop function (for its polling) that runs when the route changes.
-import { apiKey, setApiKey } from "/dashboard/api.js";
+import { apiKey, keyRemembered, setApiKey } from "/dashboard/api.js";
 import { esc } from "/dashboard/format.js";
 import { renderCollections } from "/dashboard/collections.js";
 import { renderCollection } from "/dashboard/collection.js";
@@ -35,14 +35,17 @@ async function show() {
   }
 }
 
-// The API key field: saved in localStorage (api.js sends it as `Authorization: Bearer`), then the view reloads.
+// The API key field: kept for this tab (sessionStorage), or in localStorage when "remember" is ticked
+// (api.js sends it as `Authorization: Bearer`), then the view reloads.
 const keyForm = document.getElementById("api-key-form");
 const keyInput = document.getElementById("api-key");
+const keyRemember = document.getElementById("api-key-remember");
 if (keyForm && keyInput) {
   keyInput.value = apiKey();
+  if (keyRemember) keyRemember.checked = keyRemembered();
   keyForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    setApiKey(keyInput.value);
+    setApiKey(keyInput.value, Boolean(keyRemember && keyRemember.checked));
     show();
   });
 }

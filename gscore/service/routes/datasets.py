@@ -6,9 +6,9 @@ import re
 from pathlib import PurePosixPath
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from gscore.errors import DatasetError
+from gscore.inputs.checkpoints.upload_checks import npz_dataset_summary
 from gscore.jobstore.datasets_repo import DatasetNameTaken
 from gscore.jobstore.db import UploadedDataset
 from gscore.jobstore.keys import Principal
@@ -18,6 +18,7 @@ from gscore.service.deps import Caller, Context
 from gscore.service.multipart import UploadedForm, read_multipart
 from gscore.service.problems import Problem, problem_responses
 from gscore.service.schemas import DatasetList, DatasetOut
+from gscore.service.upload_work import run_check, run_upload_step
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -66,7 +67,7 @@ def _default_name(filename: str | None) -> str:
 def _store_dataset(
     ctx: ServiceContext, form: UploadedForm, caller: Principal
 ) -> tuple[UploadedDataset, bool]:
-    from gscore.inputs.datasets import BUILTIN_DATASET_NAMES, read_npz_probe_set
+    from gscore.inputs.datasets import BUILTIN_DATASET_NAMES
 
     if "file" not in form.files:
         raise DatasetError("the file field 'file' (an .npz probe set) is required")
@@ -76,18 +77,7 @@ def _store_dataset(
     if name in BUILTIN_DATASET_NAMES:
         raise DatasetError(f"{name!r} is the name of a built-in dataset; choose another name")
     sink.close()
-    train = read_npz_probe_set(sink.path, split="train", name=name)
-    samples = {"train": len(train)}
-    try:
-        samples["test"] = len(read_npz_probe_set(sink.path, split="test", name=name))
-    except DatasetError:
-        pass  # the test split is optional
-    summary = {
-        "classes": train.num_classes,
-        "hierarchy": train.sub is not None,
-        "subclasses": None if train.sub is None else int(train.sub.unique().numel()),
-        "samples": samples,
-    }
+    summary = run_check(ctx.settings, npz_dataset_summary, sink.path, name, ctx.settings.max_dataset_bytes)
     path = ctx.storage.keep_dataset(sink)
     try:
         return ctx.datasets.add(name, sink.sha256, path.stat().st_size, summary, owner=caller.owner)
@@ -96,8 +86,7 @@ def _store_dataset(
             409,
             "dataset-name-taken",
             "Dataset name taken",
-            f"an uploaded dataset named {name!r} with other content or of another owner exists (names are "
-            "unique on this server); choose another name",
+            f"you have an uploaded dataset named {name!r} with other content; choose another name",
         ) from None
 
 
@@ -114,7 +103,7 @@ async def upload_dataset(request: Request, response: Response, ctx: Context, cal
         request, file_fields={"file"}, open_sink=lambda: ctx.storage.new_sink(ctx.settings.max_upload_bytes)
     )
     try:
-        record, created = await run_in_threadpool(_store_dataset, ctx, form, caller)
+        record, created = await run_upload_step(_store_dataset, ctx, form, caller)
     finally:
         form.discard()
     if not created:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from gscore.jobstore.jobs_repo import STATES, CancelConflict, InvalidCursor
 from gscore.service.deps import Caller, Context, IdempotencyKeyHeader
@@ -13,6 +12,7 @@ from gscore.service.multipart import read_multipart
 from gscore.service.problems import Problem, job_not_found, problem_responses
 from gscore.service.schemas import JobOut, JobPage, job_out
 from gscore.service.submission import INITIAL_CHECKPOINT_PART, create_job, idempotent_replay, parse_submission
+from gscore.service.upload_work import run_upload_step
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_PAGE = 200
@@ -99,14 +99,14 @@ async def submit(
         open_sink=lambda: ctx.storage.new_sink(ctx.settings.max_upload_bytes),
     )
     try:
-        earlier = None
+        earlier = None  # the upload's blocking steps run on their own threads, never the polls' (upload_work)
         if idempotency_key:
-            earlier = await run_in_threadpool(ctx.repo.job_for_idempotency_key, idempotency_key, caller.owner)
+            earlier = await run_upload_step(ctx.repo.job_for_idempotency_key, idempotency_key, caller.owner)
         if earlier is not None:  # a retry: the same body answers the first job, another body is refused
-            submission = await run_in_threadpool(parse_submission, ctx, form, caller)
+            submission = await run_upload_step(parse_submission, ctx, form, caller)
             job = idempotent_replay(earlier, submission, idempotency_key or "")
         else:
-            job = await run_in_threadpool(create_job, ctx, form, idempotency_key, caller)
+            job = await run_upload_step(create_job, ctx, form, idempotency_key, caller)
     finally:
         form.discard()  # a kept checkpoint was moved away already
     return _accepted(response, job)
