@@ -65,7 +65,7 @@ def _progress_printer(enabled: bool):  # -> ProgressCallback
 
 def format_scores_table(result: dict[str, Any]) -> str:
     """A readable table of scores with orientation and status, warnings under their measure, then one
-    line of meta."""
+    line of meta, the notes and the warnings about the whole result."""
     lines = [f"{'measure':<26} {'value':>12}  meaning"]
     statuses = result.get("status", {})
     for name, value in result["scores"].items():
@@ -89,6 +89,7 @@ def format_scores_table(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append(" | ".join(parts))
     lines += [f"note: {note}" for note in meta.get("notes", [])]
+    lines += [f"warning: {warning}" for warning in meta.get("result_warnings", [])]
     return "\n".join(lines)
 
 
