@@ -144,6 +144,12 @@ def test_rank_file_is_the_offline_verb_and_rank_a_deprecated_alias(tmp_path: Pat
     assert old.out == new.out
     assert "`gscore rank FILE` is now `gscore rank-file FILE`" in old.err
     assert "`gscore ranking NAME` ranks a server's collection" in old.err
+    # the three models form one lr group: psi and total are 1.00 from one group, not "1.00 [1.00, 1.00]"
+    assert gscore_main(["rank-file", str(path)]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("c3 "))
+    assert row.split("  ")[0] == "c3" and "1.00 (1 group)  1.00 (1 group)  1.00 [" in row
+    assert "Groups per axis: lr 1" in table
 
 
 def test_status_shows_scores_statuses_and_warnings(served: FastAPI, untrained_result, capsys) -> None:
