@@ -17,15 +17,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import gscore
-from gscore import cli_service
-from gscore.cli import main as gscore_main
+from gscore.cli import remote as cli_service
+from gscore.cli.main import main as gscore_main
 from gscore.client import Client
-from gscore.measure_registry import MEASURES
+from gscore.jobstore.dedupe import dedupe_key
+from gscore.measures.table import MEASURES
 from gscore.pipeline import ScoreRequest
 from gscore.pipeline import score as score_checkpoint
+from gscore.service.app import create_app
 from gscore.settings import Settings
-from jobstore.dedupe import dedupe_key
-from service.app import create_app
 
 SPEC = {"arch": DIGITS_ARCH, "dataset": "digits", "samples_per_class": 10, "measures": ["c1", "c3"]}
 

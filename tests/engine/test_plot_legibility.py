@@ -1,5 +1,5 @@
 """The PNG plots say which models the coefficients leave out, and stay legible: no text past the figure,
-text and panels of a readable size (gscore.plots.measures_figure, the figure plot_measures renders)."""
+text and panels of a readable size (gscore.ranking.plots.measures_figure, the figure plot_measures renders)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from matplotlib.text import Text
 
-from gscore.measure_registry import MEASURES
-from gscore.plots import DPI, PANEL_SIZE_PX, left_out_label, measures_figure
-from gscore.ranking import ModelRecord, rank_collection
+from gscore.measures.table import MEASURES
+from gscore.ranking.kendall import ModelRecord, rank_collection
+from gscore.ranking.plots import DPI, PANEL_SIZE_PX, left_out_label, measures_figure
 
 
 def records() -> list[ModelRecord]:

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import gscore
-from gscore.checkpoints import save_safetensors
-from gscore.cli_score import format_scores_table
-from gscore.datasets import balanced_subset, load_probe_set
+from gscore.cli.local import format_scores_table
 from gscore.errors import DatasetError, SpecError
+from gscore.inputs.checkpoints.loading import save_safetensors
+from gscore.inputs.datasets import balanced_subset, load_probe_set
+from gscore.models import build_model
 from gscore.pipeline import MIN_FIT_ACCURACY, ScoreRequest, result_warnings
 from gscore.pipeline import score as score_checkpoint
-from models import build_model
 
 CNN = {"family": "cnn", "in_channels": 1, "width": 8, "depth": 2, "num_classes": 5}
 
