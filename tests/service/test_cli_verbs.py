@@ -21,7 +21,7 @@ from gscore.cli import remote as cli_service
 from gscore.cli.main import main as gscore_main
 from gscore.client import Client
 from gscore.jobstore.dedupe import dedupe_key
-from gscore.measures.table import MEASURES
+from gscore.measures.table import DEFAULT_MEASURES, FAMILIES, MEASURES
 from gscore.pipeline import ScoreRequest
 from gscore.pipeline import score as score_checkpoint
 from gscore.service.app import create_app
@@ -113,11 +113,17 @@ def test_score_help_lists_every_measure(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         gscore_main(["score", "--help"])
     assert exit_.value.code == 0
-    lines = capsys.readouterr().out.splitlines()
-    listed = {
-        line.split()[0]: line for line in lines if line.startswith("  ") and line.split()[0] in MEASURES
-    }
-    assert list(listed) == list(MEASURES)
+    help_text = capsys.readouterr().out
+    lines = help_text.split("\nmeasures (--measures", 1)[1].splitlines()  # the epilog
+    rows = [line for line in lines if line.startswith("  ") and line.split()[0] in MEASURES]
+    listed = {line.split()[0]: line for line in rows}
+    assert len(rows) == len(listed) and set(listed) == set(MEASURES)  # each once, grouped by family
+    assert f"default: {', '.join(DEFAULT_MEASURES)}," in " ".join(help_text.split())
+    for family in FAMILIES:
+        members = [name for name, measure in MEASURES.items() if measure.family == family]
+        if members:  # the family's header, then its measures
+            start = lines.index(f" {family}:")
+            assert [line.split()[0] for line in lines[start + 1 : start + 1 + len(members)]] == members
     assert "lower predicts better generalization" in listed["random_sharpness"]
     assert "higher predicts better generalization; needs a label hierarchy" in listed["c1"]
 
