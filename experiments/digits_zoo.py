@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         job = client.wait(job_id)
         if job["state"] != "succeeded":
             print(f"job {job_id} {job['state']}: {job.get('error')}", file=sys.stderr)
-        # scores, per-measure status and meta beside the record: `gscore rank models.json` reproduces the table
+        # scores, per-measure status and meta beside the record: `gscore rank-file models.json` reproduces the table
         record.update({key: value for key, value in (job.get("result") or {}).items() if key in RESULT_KEYS})
     # the paper's protocol: only models that fitted their training data are ranked (min_train_accuracy);
     # the table of every model is printed beside it

@@ -13,6 +13,8 @@ sharpness: bisection steps). ``meta.seconds`` times ``load``, ``extract``,
 Every measure of the request gets a status (``result["status"][name]``: ``ok``,
 ``undefined`` or ``failed`` with a ``reason`` and ``warnings``); its score is None
 unless ``ok``. The run fails only when no requested measure could be computed.
+Warnings about the whole result go to ``meta["result_warnings"]`` (:func:`result_warnings`: a
+training accuracy below the protocol's ``MIN_FIT_ACCURACY``).
 """
 
 from __future__ import annotations
@@ -47,9 +49,13 @@ from gscore.measures.types import (
     check_parameter,
 )
 from gscore.models import ArchSpec, input_normalization, parse_arch_spec
+from gscore.ranking import DEFAULT_MIN_TRAIN_ACCURACY
 
 log = logging.getLogger(__name__)
 
+# The protocol's training accuracy (the measures are defined for models trained to about 100%): a result
+# whose training accuracy is below it says so; rankings leave such models out by default.
+MIN_FIT_ACCURACY = DEFAULT_MIN_TRAIN_ACCURACY
 
 DEFAULT_MAX_MODEL_BYTES = 512 * 1024 * 1024  # as the service's default GSCORE_MAX_UPLOAD_BYTES
 
@@ -438,6 +444,8 @@ def evaluate(
         meta["batchnorm_folding"] = folded.meta()["batchnorm_folding"]
     if notes:
         meta["notes"] = notes
+    if found := result_warnings(meta["probe_accuracy"], probe.split, len(probe)):
+        meta["result_warnings"] = found
     activations = ctx.extracted()
     if activations is not None and activations.pre.shape[1] > 0:
         meta["neurons"] = int(activations.pre.shape[1])
@@ -461,6 +469,20 @@ def evaluate(
         "meta": meta,
     }
     return ScoringOutcome(result, activations, probe.y, probe.sub)
+
+
+def result_warnings(probe_accuracy: float, split: str, samples: int) -> list[str]:
+    """Warnings about a whole result: on the training split, a ``probe_accuracy`` (the training accuracy
+    on the ``samples`` probed) below ``MIN_FIT_ACCURACY``, since every measure assumes a model that fits
+    its training data. Empty when there is nothing to say (or the probe is the test split)."""
+    if split != "train" or probe_accuracy >= MIN_FIT_ACCURACY:
+        return []
+    return [
+        f"training accuracy {probe_accuracy:.4f} (on the {samples} probed training samples) is below the "
+        f"protocol's {MIN_FIT_ACCURACY:g}: the measures are meant for models that fit their training data "
+        "(about 100% training accuracy), so these scores may not predict generalization; rankings leave "
+        "models below it out of the coefficients"
+    ]
 
 
 def compute_measures(ctx: MeasureContext) -> list[MeasureResult]:

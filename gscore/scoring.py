@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,16 +40,23 @@ from gscore.pipeline import (
 
 __all__ = ["ScoreResult", "score"]
 
-Data = str | Path | ProbeSet | tuple[torch.Tensor, ...]
+Data = str | Path | ProbeSet | tuple[torch.Tensor | np.ndarray, ...]
 
 
 @dataclass
 class ScoreResult:
-    """``scores`` {measure: value or None}, ``status`` {measure: {"status", "reason", "warnings"}}, ``meta``."""
+    """``scores`` {measure: value or None}, ``status`` {measure: {"status", "reason", "warnings"}}, ``meta``.
+
+    ``warnings`` are about the whole result (``meta["result_warnings"]``: a model that does not fit its
+    training data); each measure's own are in ``status[name]["warnings"]``."""
 
     scores: dict[str, float | None]
     status: dict[str, dict[str, Any]]
     meta: dict[str, Any]
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.meta.get("result_warnings", []))
 
     def as_dict(self) -> dict[str, Any]:
         """The same JSON document as ``gscore score --json`` and a job's ``result``."""
@@ -73,6 +81,37 @@ class ScoreResult:
         return pd.DataFrame(rows).set_index("measure")
 
 
+def _as_tensor(value: Any, what: str) -> torch.Tensor:
+    """A CPU tensor from a tensor or a numpy array (other array-likes are refused)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+            raise DatasetError(f"{what} must be a numeric array, got dtype {value.dtype}")
+        array = np.ascontiguousarray(value)
+        return torch.from_numpy(array if array.flags.writeable else array.copy())
+    raise DatasetError(f"{what} must be a torch.Tensor or a numpy array, got {type(value).__name__}")
+
+
+def _labels(values: torch.Tensor, what: str) -> torch.Tensor:
+    """Integer class labels as int64: integer dtypes as they are, floats only when every value is a whole
+    number (``1.0``); other floats are refused, never truncated."""
+    if values.ndim != 1:
+        raise DatasetError(f"{what} must be [N] class labels, got shape {tuple(values.shape)}")
+    if values.dtype == torch.bool or values.is_complex():
+        raise DatasetError(f"{what} must hold integer class labels, got dtype {values.dtype}")
+    if values.is_floating_point():
+        whole = torch.isfinite(values) & (values == torch.round(values))
+        if not bool(whole.all()):
+            bad = values[~whole][:3].tolist()
+            raise DatasetError(
+                f"{what} must hold integer class labels; got float labels that are not whole numbers "
+                f"(e.g. {', '.join(f'{v:g}' for v in bad)}): pass class indices 0..C-1, not "
+                "probabilities or one-hot rows"
+            )
+    return values.to(torch.int64)
+
+
 def _as_probe_set(data: Data, split: str, data_dir: Path, what: str) -> tuple[ProbeSet, str | None]:
     """(probe set, dataset name to read other splits from, or None for in-memory data)."""
     if isinstance(data, (str, Path)):
@@ -80,15 +119,17 @@ def _as_probe_set(data: Data, split: str, data_dir: Path, what: str) -> tuple[Pr
         return datasets.load_probe_set(name, split, data_dir), name
     if isinstance(data, ProbeSet):
         return data, None
-    if isinstance(data, Sequence) and len(data) in (2, 3) and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data[0], data[1]
-        sub = data[2] if len(data) == 3 else None
+    if (
+        isinstance(data, Sequence)
+        and len(data) in (2, 3)
+        and all(isinstance(t, (torch.Tensor, np.ndarray)) for t in data)
+    ):
+        x = _as_tensor(data[0], f"{what}: x")
+        y = _labels(_as_tensor(data[1], f"{what}: y"), f"{what}: y")
+        sub = _labels(_as_tensor(data[2], f"{what}: sub"), f"{what}: sub") if len(data) == 3 else None
         if x.ndim != 4:
             raise DatasetError(f"{what}: x must be [N, C, H, W] images, got shape {tuple(x.shape)}")
-        x = x.detach().cpu()
         x = x if x.dtype == torch.uint8 else x.to(torch.float32)
-        y = y.detach().cpu().to(torch.int64)
-        sub = sub.detach().cpu().to(torch.int64) if sub is not None else None
         try:
             probe = ProbeSet(
                 name="tensors", split=split, x=x, y=y, sub=sub, num_classes=int(y.max()) + 1 if len(y) else 0
@@ -97,19 +138,31 @@ def _as_probe_set(data: Data, split: str, data_dir: Path, what: str) -> tuple[Pr
             raise DatasetError(f"{what}: {exc}") from None
         return probe, None
     raise DatasetError(
-        f"{what} must be a dataset name or .npz path, a ProbeSet, or a tuple (x, y) / (x, y, sub) of tensors; "
-        f"got {type(data).__name__}"
+        f"{what} must be a dataset name or .npz path, a ProbeSet, or a tuple (x, y) / (x, y, sub) of tensors "
+        f"or numpy arrays; got {type(data).__name__}"
     )
+
+
+def _measure_names(measures: str | Sequence[str] | None) -> list[str] | None:
+    """``"c3"`` is one measure and ``"c3,c4"`` two (as on the command line); a list is taken as is."""
+    if measures is None:
+        return None
+    if isinstance(measures, str):
+        return [name.strip() for name in measures.split(",") if name.strip()]
+    names = list(measures)
+    if not all(isinstance(name, str) for name in names):
+        raise SpecError("measures must be measure names (strings)", field="measures")
+    return names
 
 
 def score(
     model: nn.Module,
     data: Data,
-    measures: list[str] | None = None,
+    measures: str | Sequence[str] | None = None,
     *,
     params: dict[str, dict[str, Any]] | None = None,
     split: str = "train",
-    heldout: ProbeSet | tuple[torch.Tensor, ...] | None = None,
+    heldout: ProbeSet | tuple[torch.Tensor | np.ndarray, ...] | None = None,
     samples_per_class: int | None = None,
     seed: int = 0,
     batch_size: int = 256,
@@ -126,13 +179,15 @@ def score(
     ----------
     model : nn.Module
         Returns logits [B, num_classes] for images [B, C, H, W]. It is not modified: a copy is scored.
-    data : str, Path, ProbeSet or tuple of tensors
+    data : str, Path, ProbeSet or tuple of tensors / numpy arrays
         A dataset name (``digits``, ``cifar10``...) or ``.npz`` path, read at ``split``; a ``ProbeSet``; or
-        ``(x, y)`` / ``(x, y, sub)`` with x [N, C, H, W] (uint8 pixels are scaled by 1/255, floats used as
-        given), y [N] class labels, sub [N] subclass labels (needed by c1/c2).
-    measures : list of str, optional
-        Names from ``gscore.measures.table.MEASURES``, families (``norm``, ``spectral``...) or ``all``;
-        default c1-c4 (c1/c2 only with a hierarchy), ``margin``, the norm measures and ``davies_bouldin``.
+        ``(x, y)`` / ``(x, y, sub)`` of tensors or numpy arrays with x [N, C, H, W] (uint8 pixels are
+        scaled by 1/255, floats used as given), y [N] class labels, sub [N] subclass labels (needed by
+        c1/c2). Labels are integers, or floats with whole values (``3.0``); other floats are refused.
+    measures : str or list of str, optional
+        Names from ``gscore.measures.table.MEASURES``, families (``norm``, ``spectral``...) or ``all``; a
+        string is one name (``"c3"``) or several separated by commas (``"c3,c4"``); default c1-c4 (c1/c2
+        only with a hierarchy), ``margin``, the norm measures and ``davies_bouldin``.
     params : dict, optional
         Per-measure parameter overrides, e.g. ``{"c1": {"k": 10}}``.
     split : {"train", "test"}
@@ -168,7 +223,7 @@ def score(
         arch={},
         dataset=dataset or whole.name,
         split=split,
-        measures=measures,
+        measures=_measure_names(measures),
         params=params or {},
         samples_per_class=samples_per_class,
         seed=seed,

@@ -1,4 +1,5 @@
-"""Local verbs: ``gscore score`` (one checkpoint), ``gscore demo``, ``gscore rank`` (offline rankings)."""
+"""Local verbs: ``gscore score`` (one checkpoint), ``gscore demo``, ``gscore rank-file`` (offline rankings of
+a JSON file; ``rank`` is its deprecated old name)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gscore.errors import GScoreError, SpecError
-from gscore.measures.table import CLUSTERING_MEASURES, MEASURES
+from gscore.measures.table import CLUSTERING_MEASURES, DEFAULT_MEASURES, FAMILIES, MEASURES
 
 
 def parse_json_or_file(text: str, what: str) -> Any:
@@ -65,7 +66,7 @@ def _progress_printer(enabled: bool):  # -> ProgressCallback
 
 def format_scores_table(result: dict[str, Any]) -> str:
     """A readable table of scores with orientation and status, warnings under their measure, then one
-    line of meta."""
+    line of meta, the notes and the warnings about the whole result."""
     lines = [f"{'measure':<26} {'value':>12}  meaning"]
     statuses = result.get("status", {})
     for name, value in result["scores"].items():
@@ -89,6 +90,7 @@ def format_scores_table(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append(" | ".join(parts))
     lines += [f"note: {note}" for note in meta.get("notes", [])]
+    lines += [f"warning: {warning}" for warning in meta.get("result_warnings", [])]
     return "\n".join(lines)
 
 
@@ -226,15 +228,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+RANK_FILE_VERB = "rank-file"
+DEPRECATED_RANK_VERB = (
+    "rank"  # the old name of rank-file, too close to `ranking NAME` (a server's collection)
+)
+
+
+def measures_help() -> str:
+    """The measure table for ``gscore score --help``: each measure with what it is, its orientation and
+    its hierarchy need, by family (a family name selects all of its measures), and the default set."""
+    lines = [
+        "measures (--measures NAME,FAMILY,...; `all` for every one; default: "
+        f"{', '.join(DEFAULT_MEASURES)}, c1/c2 only on a dataset with a label hierarchy):"
+    ]
+    families = [*FAMILIES, ""]  # "": measures selectable by their name only
+    for family in families:
+        members = [m for m in MEASURES.values() if m.family == family]
+        if not members:
+            continue
+        lines.append(f" {family or 'other'}:")
+        for measure in members:
+            direction = "higher" if measure.orientation > 0 else "lower"
+            hierarchy = "; needs a label hierarchy" if measure.needs_hierarchy else ""
+            lines.append(
+                f"  {measure.name:<25} {measure.title}: {direction} predicts better generalization{hierarchy}"
+            )
+    lines.append("parameters: --param MEASURE.KEY=VALUE; `GET /v1/measures` lists every default")
+    return "\n".join(lines)
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
     from gscore.cli.ranking_options import output_format, ranking_arguments, render
     from gscore.ranking.kendall import load_rank_file, rank_collection
 
+    if args.verb == DEPRECATED_RANK_VERB:
+        print(
+            f"gscore: note: `gscore {DEPRECATED_RANK_VERB} FILE` is now `gscore {RANK_FILE_VERB} FILE` "
+            "(`gscore ranking NAME` ranks a server's collection); the old name will go",
+            file=sys.stderr,
+        )
     records = load_rank_file(args.file)
     result = rank_collection(records, **ranking_arguments(args))
     if not result["measures"]:
         print(
-            f"gscore rank: no model in {args.file} has scores (a 'scores' object per model)", file=sys.stderr
+            f"gscore {RANK_FILE_VERB}: no model in {args.file} has scores (a 'scores' object per model)",
+            file=sys.stderr,
         )
     if args.plot:
         from gscore.ranking.plots import write_plots
@@ -255,7 +293,12 @@ def cmd_rank(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from gscore.cli.ranking_options import add_ranking_options
 
-    p = sub.add_parser("score", help="score one checkpoint locally (c1-c4, sharpness)")
+    p = sub.add_parser(
+        "score",
+        help="score one checkpoint locally (c1-c4, sharpness, ...)",
+        epilog=measures_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_source_arguments(p, ".safetensors or PyTorch state_dict file (with --arch)")
     p.add_argument(
         "--dataset", required=True, help="digits, cifar10, cifar100, cifar100-coarse, or an .npz path"
@@ -265,7 +308,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--measures",
         help="comma-separated names or families, e.g. c1,c2 or norm,c1 or all (default: c1-c4 where possible, "
-        "margin, the norm measures and davies_bouldin)",
+        "margin, the norm measures and davies_bouldin; every measure is listed below)",
     )
     p.add_argument(
         "--param",
@@ -293,7 +336,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
-        "rank", help="rank models and compute (granulated) Kendall coefficients from a JSON file"
+        RANK_FILE_VERB,
+        aliases=[DEPRECATED_RANK_VERB],
+        help="offline: rank the models of a JSON file and compute (granulated) Kendall coefficients "
+        f"(`{DEPRECATED_RANK_VERB}` is its deprecated old name; `ranking NAME` asks a server)",
     )
     p.add_argument(
         "file",

@@ -10,9 +10,9 @@ from gscore.errors import GScoreError, title_and_detail
 
 # Modules that add verbs; each has register(subparsers) and sets `func` (args -> exit code).
 _VERB_MODULES = (
-    "gscore.cli.local",  # score, demo, rank, ranking
+    "gscore.cli.local",  # score, demo, rank-file (offline; old name rank)
     "gscore.cli.serve",  # up, serve, worker
-    "gscore.cli.remote",  # submit, status, collection, cancel, datasets, ranking
+    "gscore.cli.remote",  # submit, status, collection, cancel, datasets, ranking (a server's collection)
     "gscore.cli.keys",  # keys create/list/revoke
     "gscore.cli.sweep",  # sweep submit
 )
@@ -21,9 +21,14 @@ _VERB_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
+    from gscore import __version__
+
     parser = argparse.ArgumentParser(
-        prog="gscore", description="Generalization scores for trained image classifiers."
+        prog="gscore",
+        description="Generalization scores for trained image classifiers.",
+        epilog="Start with `gscore demo`; `gscore VERB --help` describes a verb.",
     )
+    parser.add_argument("--version", action="version", version=f"gscore {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for name in _VERB_MODULES:
@@ -80,6 +85,10 @@ def _reader_went_away() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # bare `gscore`: what it can do, not an error about a missing verb
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
     try:
         code = int(args.func(args) or 0)

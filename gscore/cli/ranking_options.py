@@ -1,4 +1,4 @@
-"""Options and output shared by ``gscore rank FILE`` (offline) and ``gscore ranking NAME`` (a collection)."""
+"""Options and output shared by ``gscore rank-file FILE`` (offline) and ``gscore ranking NAME`` (a collection)."""
 
 from __future__ import annotations
 

@@ -24,14 +24,39 @@ def _client(args: argparse.Namespace) -> Any:
     return Client(_url(args), api_key=getattr(args, "api_key", None))
 
 
+def _number(value: Any, digits: int = 4) -> str:
+    """A score or accuracy for a table: ``digits`` significant digits, ``-`` when missing."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def _result_lines(result: dict[str, Any]) -> list[str]:
+    """A job result as text: each measure's score (or status and reason) with its warnings, then the
+    warnings about the whole result (a model that does not fit its training data)."""
+    status = result.get("status") or {}
+    lines = []
+    for name, value in result["scores"].items():
+        entry = status.get(name) or {}
+        if value is None:
+            reason = f": {entry['reason']}" if entry.get("reason") else ""
+            lines.append(f"  {name:28s} {entry.get('status', 'not computed')}{reason}")
+        else:
+            lines.append(f"  {name:28s} {_number(value, 6)}")
+        lines += [f"  {'':28s} warning: {warning}" for warning in entry.get("warnings") or []]
+    lines += [f"  warning: {warning}" for warning in (result.get("meta") or {}).get("result_warnings", [])]
+    return lines
+
+
 def _print_job(job: dict[str, Any], as_json: bool) -> int:
     if as_json:
         print(json.dumps(job, indent=2))
     else:
         print(f"{job['id']} {job['state']}")
         if job.get("result"):
-            for name, value in job["result"]["scores"].items():
-                print(f"  {name:28s} {value}")
+            print("\n".join(_result_lines(job["result"])))
         if job.get("error"):
             from gscore.errors import title_and_detail
 
@@ -123,23 +148,53 @@ def _status(args: argparse.Namespace) -> int:
     return _print_job(job, args.json)
 
 
+def _hyperparameter(value: Any) -> str:
+    """``0.1``, ``(0.1, 0.0005)`` for a paired value, ``(not set)`` for null."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(map(str, value)) + ")"
+    return str(value)
+
+
+def _aligned(rows: list[list[str]]) -> str:
+    """Rows of cells as left-aligned columns two spaces apart (the first row is the header)."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def collection_table(collection: dict[str, Any]) -> str:
+    """One row per model: name, state, every hyperparameter, the accuracies and scores (4 significant
+    digits; ``-`` when missing)."""
+    models = collection["models"]
+    axes = list(dict.fromkeys(axis for model in models for axis in model.get("hyperparameters") or {}))
+    measures = list(dict.fromkeys(name for model in models for name in model.get("scores") or {}))
+    rows = [["model", "state", *axes, "test_acc", "train_acc", *measures]]
+    for model in models:
+        hyperparameters = model.get("hyperparameters") or {}
+        scores = model.get("scores") or {}
+        rows.append(
+            [
+                model["model_name"],
+                model["state"],
+                *(_hyperparameter(hyperparameters[a]) if a in hyperparameters else "-" for a in axes),
+                _number(model.get("test_accuracy")),
+                _number(model.get("train_accuracy")),
+                *(_number(scores.get(m)) for m in measures),
+            ]
+        )
+    return _aligned(rows)
+
+
 def _collection(args: argparse.Namespace) -> int:
     with _client(args) as client:
         collection = client.collection(args.name)
     if args.json:
         print(json.dumps(collection, indent=2))
         return 0
-    measures = sorted({name for model in collection["models"] for name in (model["scores"] or {})})
-    print("\t".join(["model", "state", "test_acc", "train_acc", *measures]))
-    for model in collection["models"]:
-        scores = model["scores"] or {}
-        cells = [
-            model["model_name"],
-            model["state"],
-            str(model["test_accuracy"]),
-            str(model["train_accuracy"]),
-        ]
-        print("\t".join(cells + [f"{scores[m]:.6g}" if scores.get(m) is not None else "-" for m in measures]))
+    print(collection_table(collection))
     return 0
 
 
@@ -243,7 +298,11 @@ def _client_errors(handler: Any) -> Any:
             print(f"gscore: error: {exc}", file=sys.stderr)
             return 2
         except httpx.TransportError as exc:
-            print(f"gscore: error: cannot reach {_url(args)} ({exc})", file=sys.stderr)
+            print(
+                f"gscore: error: cannot reach {_url(args)} ({exc}); start a server with `gscore up`, or point "
+                "--url / $GSCORE_URL at a running one",
+                file=sys.stderr,
+            )
             return 2
 
     return run
@@ -291,7 +350,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_url_option(p)
     p.set_defaults(func=_client_errors(_status))
 
-    p = subparsers.add_parser("collection", help="the models of a collection with their scores")
+    p = subparsers.add_parser(
+        "collection", help="the models of a server's collection: hyperparameters, accuracies, scores"
+    )
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
     _add_url_option(p)
@@ -318,7 +379,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_client_errors(_datasets_upload))
 
     p = subparsers.add_parser(
-        "ranking", help="a collection's Kendall table (rows measures, columns hyperparameters and total)"
+        "ranking",
+        help="a server's collection NAME: Kendall table (rows measures, columns hyperparameters and total) "
+        "and rankings (a JSON file offline: rank-file)",
     )
     p.add_argument("name")
     p.add_argument("--target", default="test_accuracy", choices=["test_accuracy", "generalization_gap"])

@@ -1,6 +1,6 @@
 """Rank models by a measure and score the measure with Kendall coefficients (docs/measures.md, "Rankings and Kendall coefficients").
 
-Plain functions on plain records (numpy only; no HTTP, no Celery). The CLI (``gscore rank FILE.json``)
+Plain functions on plain records (numpy only; no HTTP, no Celery). The CLI (``gscore rank-file FILE.json``)
 and the service return ``rank_collection``'s dict as is.
 
 Conventions, including those docs/measures.md leaves open:

@@ -38,6 +38,16 @@ def _cell(value: float | None, interval: tuple[float | None, float | None], digi
     return text
 
 
+def _one_group(entry: dict[str, Any], key: str) -> bool:
+    """Whether coefficient ``key`` (an axis, or the total over the formed axes) rests on one group per
+    axis: its bootstrap interval is then a single point, which says nothing, so it is not shown."""
+    groups, psi = entry.get("groups") or {}, entry.get("psi") or {}
+    if key == "tau":
+        return False
+    axes = [key] if key != "total" else [axis for axis in groups if psi.get(axis) is not None]
+    return bool(axes) and all(groups.get(axis) == 1 for axis in axes)
+
+
 def _protocol_lines(result: dict[str, Any]) -> list[str]:
     lines = []
     threshold = result.get("min_train_accuracy")
@@ -61,7 +71,8 @@ def _protocol_lines(result: dict[str, Any]) -> list[str]:
 def format_ranking_table(result: dict[str, Any], digits: int = 2) -> str:
     """Plain-text table like the paper's Table 1: rows measures, columns the axes, "total", "tau", "n".
 
-    Cells read ``0.53 [0.21, 0.80]`` (value and bootstrap interval). A coefficient that could not be
+    Cells read ``0.53 [0.21, 0.80]`` (value and bootstrap interval), ``0.67 (1 group)`` for a psi (or a
+    total) that rests on one group per axis, whose interval would be a point. A coefficient that could not be
     formed shows ``n/a[k]``; footnote ``[k]`` gives the reason (identical reasons share a footnote).
     ``n`` is the number of models in the measure's coefficients; the groups per axis follow the table.
     """
@@ -83,6 +94,8 @@ def format_ranking_table(result: dict[str, Any], digits: int = 2) -> str:
         values = [entry["psi"].get(key) for key in keys] + [entry["tau"]]
         cells = [
             cell(value, _interval(entry, key), why.get(key))
+            if not (value is not None and _one_group(entry, key))
+            else f"{value:.{digits}f} (1 group)"
             for value, key in zip(values, [*keys, "tau"], strict=True)
         ]
         rows.append([measure, *cells, str(entry.get("n_models", entry.get("n", "")))])

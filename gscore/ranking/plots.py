@@ -2,9 +2,11 @@
 
 Uses matplotlib's object-oriented API with the Agg canvas (no pyplot, no display, no global state),
 so it is safe in a worker or web process. Each panel is ``PANEL_SIZE_PX`` pixels; panels are laid
-out in rows of at most ``MAX_COLUMNS``. The title gives the measure's tau from ``rank_collection``
-(oriented, so a sharpness measure with a falling cloud of points has a positive tau), with its
-confidence interval when the ranking reports one. ``color_by`` colours the points by one hyperparameter:
+out in rows of at most ``MAX_COLUMNS``, text sizes in points at ``DPI``, in a constrained layout (no
+label runs past the figure). The title gives the measure's tau from ``rank_collection`` (oriented, so a
+sharpness measure with a falling cloud of points has a positive tau), with its confidence interval when
+the ranking reports one, and counts the models the ranking leaves out of the coefficients (grey crosses,
+named in the legend). ``color_by`` colours the points by one hyperparameter:
 one colour per distinct value (a legend) for up to ``MAX_LEGEND_VALUES`` values, else a colour scale
 (a colour bar) for numeric values.
 """
@@ -29,9 +31,15 @@ from gscore.ranking.kendall import (
     target_values,
 )
 
-PANEL_SIZE_PX: tuple[int, int] = (400, 350)  # width, height of one panel
+PANEL_SIZE_PX: tuple[int, int] = (640, 540)  # width, height of one panel
 MAX_COLUMNS = 4
-DPI = 100
+DPI = 128  # text sizes below are in points: at 128 dpi a 10 pt label is about 18 px high
+TITLE_FONT_SIZE = 11
+LABEL_FONT_SIZE = 10
+TICK_FONT_SIZE = 9
+LEGEND_FONT_SIZE = 8.5
+MARKER_SIZE = 22  # points^2
+LEFT_OUT_COLOUR = "#555555"  # the crosses of models left out of the coefficients
 # Points beyond this magnitude are not drawn: matplotlib's autoscaling overflows near the float maximum
 # (a score of 1e308 raised "arange: cannot compute length"); the panel says how many were left out.
 PLOT_LIMIT = 1e300
@@ -105,6 +113,93 @@ def figure_size_px(n_panels: int) -> tuple[int, int]:
     return columns * PANEL_SIZE_PX[0], rows * PANEL_SIZE_PX[1]
 
 
+def _in_coefficients(entry: dict[str, Any]) -> dict[str, bool]:
+    """Model name -> whether the ranking counts it in this measure's tau and psi (its ``ranking`` rows)."""
+    return {row["name"]: bool(row.get("in_coefficients", True)) for row in entry.get("ranking", [])}
+
+
+def left_out_label(ranking: dict[str, Any], count: int) -> str:
+    """The legend entry of the models drawn but left out of the coefficients (the title says why)."""
+    return f"left out of tau/psi ({count})"
+
+
+def _left_out_reason(ranking: dict[str, Any]) -> str:
+    threshold = ranking.get("min_train_accuracy") or 0
+    return f": train acc < {threshold:g}" if threshold else ""
+
+
+def measures_figure(
+    records: Sequence[ModelRecord],
+    measures: Sequence[str],
+    target: str = "test_accuracy",
+    color_by: str | None = None,
+    ranking: dict[str, Any] | None = None,
+) -> Figure:
+    """The figure ``plot_measures`` renders (see there); on the Agg canvas, nothing shown."""
+    if not measures:
+        raise RankingInputError("plot_measures needs at least one measure")
+    if color_by is not None and not any(color_by in record.hyperparameters for record in records):
+        raise RankingInputError(f"no model has the hyperparameter {color_by!r} to colour by")
+    result = ranking if ranking is not None else rank_collection(records, target=target, measures=measures)
+    targets = target_values(records, target)
+    width_px, height_px = figure_size_px(len(measures))
+    figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    columns = min(len(measures), MAX_COLUMNS)
+    rows = -(-len(measures) // MAX_COLUMNS)
+    level = result.get("bootstrap", {}).get("level")
+    for position, measure in enumerate(measures):
+        axes = figure.add_subplot(rows, columns, position + 1)
+        entry = result["measures"][measure]
+        counted = _in_coefficients(entry)
+        usable = [
+            (float(record.scores[measure]), target_value, record.hyperparameters.get(color_by))
+            + (counted.get(record.name, True),)
+            for record, target_value in zip(records, targets, strict=True)
+            if target_value is not None and finite_or_none(record.scores.get(measure)) is not None
+        ]
+        points = [point for point in usable if abs(point[0]) <= PLOT_LIMIT and abs(point[1]) <= PLOT_LIMIT]
+        beyond = len(usable) - len(points)
+        beyond_text = f", {beyond} beyond 1e300 not drawn" if beyond else ""
+        left_out = [point for point in points if not point[3]]
+        left_out_text = f"; {len(left_out)} left out{_left_out_reason(result)}" if left_out else ""
+        axes.set_title(
+            f"{measure}\n{tau_text(entry, level)}\nn = {entry['n_models']}{left_out_text}{beyond_text}",
+            fontsize=TITLE_FONT_SIZE,
+        )
+        axes.set_xlabel(orientation_label(measure).replace(" (", "\n(", 1), fontsize=LABEL_FONT_SIZE)
+        axes.set_ylabel(_TARGET_LABELS[target].replace(" (", "\n(", 1), fontsize=LABEL_FONT_SIZE)
+        axes.tick_params(labelsize=TICK_FONT_SIZE)
+        kept = [(x, y, c) for x, y, c, counts in points if counts]
+        if kept and color_by is not None:
+            _scatter_coloured(figure, axes, kept, color_by)
+        elif kept:
+            xs, ys, _ = zip(*kept, strict=True)
+            axes.scatter(xs, ys, s=MARKER_SIZE, alpha=0.8, edgecolors="none", label="counted models")
+        if left_out:
+            axes.scatter(
+                [x for x, *_ in left_out],
+                [y for _, y, *_ in left_out],
+                s=MARKER_SIZE * 1.6,
+                marker="x",
+                linewidths=1.2,
+                color=LEFT_OUT_COLOUR,
+                label=left_out_label(result, len(left_out)),
+            )
+            _legend(axes, color_by if kept else None)
+        if not points:
+            axes.text(
+                0.5,
+                0.5,
+                f"no model has both\n{measure} and {target}" if not usable else "no plottable point",
+                ha="center",
+                va="center",
+                transform=axes.transAxes,
+                fontsize=LABEL_FONT_SIZE,
+            )
+    return figure
+
+
 def plot_measures(
     records: Sequence[ModelRecord],
     measures: Sequence[str],
@@ -113,6 +208,10 @@ def plot_measures(
     ranking: dict[str, Any] | None = None,
 ) -> bytes:
     """A PNG with one scatter panel per measure; models lacking the score or the target are not drawn.
+
+    Models the ranking leaves out of the measure's coefficients (the training-accuracy protocol) are
+    drawn as grey crosses with their own legend entry; the title counts them. Axis labels wrap onto a
+    second line rather than run past the panel. The panels' titles are also the PNG's Title text.
 
     Parameters
     ----------
@@ -126,62 +225,19 @@ def plot_measures(
         A hyperparameter of the collection, or None for single-colour points.
     ranking
         ``rank_collection(records, target=target, ...)`` already computed (with the caller's protocol,
-        level, resamples and seed), whose tau and interval the titles show; None: computed here with the
-        defaults.
+        level, resamples and seed), whose tau, interval and left-out models the panels show; None:
+        computed here with the defaults.
 
     Returns
     -------
     bytes
         The PNG, ``figure_size_px(len(measures))`` pixels.
     """
-    if not measures:
-        raise RankingInputError("plot_measures needs at least one measure")
-    if color_by is not None and not any(color_by in record.hyperparameters for record in records):
-        raise RankingInputError(f"no model has the hyperparameter {color_by!r} to colour by")
-    result = ranking if ranking is not None else rank_collection(records, target=target, measures=measures)
-    targets = target_values(records, target)
-    width_px, height_px = figure_size_px(len(measures))
-    figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
-    canvas = FigureCanvasAgg(figure)
-    columns = min(len(measures), MAX_COLUMNS)
-    rows = -(-len(measures) // MAX_COLUMNS)
-    level = result.get("bootstrap", {}).get("level")
-    titles: list[str] = []
-    for position, measure in enumerate(measures):
-        axes = figure.add_subplot(rows, columns, position + 1)
-        usable = [
-            (float(record.scores[measure]), target_value, record.hyperparameters.get(color_by))
-            for record, target_value in zip(records, targets, strict=True)
-            if target_value is not None and finite_or_none(record.scores.get(measure)) is not None
-        ]
-        points = [(x, y, c) for x, y, c in usable if abs(x) <= PLOT_LIMIT and abs(y) <= PLOT_LIMIT]
-        entry = result["measures"][measure]
-        left_out = len(usable) - len(points)
-        left_out_text = f", {left_out} beyond 1e300 not drawn" if left_out else ""
-        title = f"{measure}\n{tau_text(entry, level)} (n = {entry['n_models']}{left_out_text})"
-        titles.append(title)
-        axes.set_title(title, fontsize=10)
-        axes.set_xlabel(orientation_label(measure), fontsize=9)
-        axes.set_ylabel(_TARGET_LABELS[target], fontsize=9)
-        axes.tick_params(labelsize=8)
-        if points and color_by is not None:
-            _scatter_coloured(figure, axes, points, color_by)
-        elif points:
-            xs, ys, _ = zip(*points, strict=True)
-            axes.scatter(xs, ys, s=14, alpha=0.8, edgecolors="none")
-        else:
-            axes.text(
-                0.5,
-                0.5,
-                f"no model has both\n{measure} and {target}" if not usable else "no plottable point",
-                ha="center",
-                va="center",
-                transform=axes.transAxes,
-                fontsize=9,
-            )
+    figure = measures_figure(records, measures, target, color_by, ranking)
+    titles = [axes.get_title() for axes in figure.axes if axes.get_title()]  # not a colour bar's
     buffer = io.BytesIO()
     # the panels' titles also as the PNG's Title text (readable without looking at the pixels)
-    canvas.print_png(buffer, metadata={"Title": "\n\n".join(titles)})
+    figure.canvas.print_png(buffer, metadata={"Title": "\n\n".join(titles)})
     return buffer.getvalue()
 
 
@@ -198,6 +254,19 @@ def colour_groups(values: Sequence[Any]) -> list[tuple[str, list[int]]]:
     return [(_value_label(originals[key]), groups[key]) for key in ordered]
 
 
+def _legend(axes: Any, title: str | None) -> None:
+    """The legend right of the panel (never over a point); the constrained layout makes room for it."""
+    axes.legend(
+        title=title,
+        fontsize=LEGEND_FONT_SIZE,
+        title_fontsize=LEGEND_FONT_SIZE,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        frameon=False,
+    )
+
+
 def _scatter_coloured(
     figure: Figure, axes: Any, points: list[tuple[float, float, Any]], color_by: str
 ) -> None:
@@ -205,7 +274,9 @@ def _scatter_coloured(
     groups = colour_groups(values)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if len(groups) > MAX_LEGEND_VALUES and numeric:
-        drawn = axes.scatter(xs, ys, c=[float(v) for v in values], cmap="viridis", s=14, edgecolors="none")
+        drawn = axes.scatter(
+            xs, ys, c=[float(v) for v in values], cmap="viridis", s=MARKER_SIZE, edgecolors="none"
+        )
         figure.colorbar(drawn, ax=axes, label=color_by)
         return
     palette = "tab10" if len(groups) <= 10 else "tab20"
@@ -216,7 +287,7 @@ def _scatter_coloured(
         axes.scatter(
             [xs[i] for i in indices],
             [ys[i] for i in indices],
-            s=16,
+            s=MARKER_SIZE,
             alpha=0.85,
             edgecolors="none",
             color=colours(number % colours.N),
@@ -224,8 +295,10 @@ def _scatter_coloured(
         )
     rest = [i for _, indices in groups[MAX_LEGEND_VALUES:] for i in indices]
     if rest:
-        axes.scatter([xs[i] for i in rest], [ys[i] for i in rest], s=16, color="grey", label="other values")
-    axes.legend(title=color_by, fontsize=7, title_fontsize=8, loc="best", framealpha=0.7)
+        axes.scatter(
+            [xs[i] for i in rest], [ys[i] for i in rest], s=MARKER_SIZE, color="grey", label="other values"
+        )
+    _legend(axes, color_by)
 
 
 def _file_stem(measure: str) -> str:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from gscore import __version__
 from gscore.jobstore.broker import create_celery
 from gscore.jobstore.datasets_repo import DatasetsRepo
 from gscore.jobstore.db import make_session_factory
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool = True) -> 
 
     app = FastAPI(  # /docs and /redoc are served offline by service.routes.api_docs
         title="gscore",
-        version="1",
+        version=__version__,  # the package's version (`gscore --version`)
         description=API_DESCRIPTION,
         docs_url=None,
         redoc_url=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -86,9 +87,15 @@ def job_not_found(job_id: str) -> Problem:
     return Problem(404, "job-not-found", "Job not found", f"no job with id {job_id!r}")
 
 
-def collection_not_found(name: str) -> Problem:
-    """404 for a collection no job was submitted to."""
-    return Problem(404, "collection-not-found", "Collection not found", f"no job was submitted to {name!r}")
+def collection_not_found(name: str, near_matches: Sequence[str] = ()) -> Problem:
+    """404 for a collection no job was submitted to; ``near_matches`` (the caller's collections with a
+    similar name) are named in the detail and listed in the ``near_matches`` member."""
+    detail = f"no job was submitted to {name!r}"
+    if near_matches:
+        detail += f"; did you mean {' or '.join(map(repr, near_matches))}?"
+    return Problem(
+        404, "collection-not-found", "Collection not found", detail, near_matches=list(near_matches)
+    )
 
 
 def problem_response(

@@ -37,9 +37,9 @@ def test_figure_size_px() -> None:
 
 def test_plot_measures_png() -> None:
     data = plot_measures(collection(), ["c3", "random_sharpness", "c1"])  # c1: empty panel
-    assert png_size(data) == (1200, 350)
+    assert png_size(data) == (3 * PANEL_SIZE_PX[0], PANEL_SIZE_PX[1])
     gap = plot_measures(collection(), ["c3"], target="generalization_gap")
-    assert png_size(gap) == (400, 350)
+    assert png_size(gap) == PANEL_SIZE_PX
 
 
 def test_plot_measures_needs_a_measure() -> None:
@@ -62,7 +62,7 @@ def test_plot_survives_scores_near_the_float_maximum() -> None:
         ModelRecord("a", {}, {"c3": 1.0, "c4": -1e308}, 0.6),
         ModelRecord("b", {}, {"c3": 2.0, "c4": 1e308}, 0.7),
     ]
-    assert png_size(plot_measures(records, ["c3", "c4"])) == (800, 350)
+    assert png_size(plot_measures(records, ["c3", "c4"])) == (2 * PANEL_SIZE_PX[0], PANEL_SIZE_PX[1])
     assert png_size(plot_measures(records[:1], ["c3"])) == PANEL_SIZE_PX  # a lone point at 1e308
 
 

@@ -114,6 +114,10 @@ def test_another_key_cannot_list_read_rank_plot_or_cancel(keyed: dict) -> None:
         assert [m["model_name"] for m in a.get("/v1/collections/a-sweep").json()["models"]] == ["a1"]
         assert a.get("/v1/collections/a-sweep/plot.png").content.startswith(b"\x89PNG")
         assert [j["id"] for j in a.get("/v1/jobs").json()["jobs"]] == [job_a["id"]]
+    # a mistyped name suggests only the caller's own collections
+    with _http(stack, keys["a"]) as a, _http(stack, keys["b"]) as b:
+        assert a.get("/v1/collections/a-swep").json()["near_matches"] == ["a-sweep"]
+        assert b.get("/v1/collections/a-swep").json()["near_matches"] == []
 
 
 def test_admin_key_sees_every_owner(keyed: dict) -> None:

@@ -363,3 +363,162 @@ def test_the_api_key_stays_in_the_tab_unless_remembered(browser: Any, stack: Sta
     page.click("#api-key-form button")
     assert stored() == [None, None]
     context.close()
+
+
+# ---- what a result says about itself: warnings, groups, one-group intervals, left-out models ------------
+PROTOCOL_MODELS = [  # (hyperparameters, test accuracy, train accuracy): the last is under the protocol's 0.99
+    ({"lr": 0.01, "batch_size": 32}, 0.6, 1.0),
+    ({"lr": 0.1, "batch_size": 32}, 0.7, 1.0),
+    ({"lr": 0.01, "batch_size": 64}, 0.4, 0.5),
+]
+
+
+@pytest.fixture(scope="module")
+def protocol_collection(stack: Stack, gate: Path, digits_checkpoint: Path) -> Collection:
+    """Three models of the untrained digits CNN (every result carries the fit warning; c4's k above the
+    layer count warns too): two given as fitted that differ only in lr (one group for lr, none for
+    batch_size) and one left out by the training-accuracy protocol."""
+    name = f"protocol-{uuid.uuid4().hex[:6]}"
+    job_ids = []
+    (gate / "open").touch()  # nothing to watch here: these jobs pass the worker's gate at once
+    with stack.client() as client:
+        for index, (hyperparameters, test_accuracy, train_accuracy) in enumerate(PROTOCOL_MODELS):
+            spec = {
+                "arch": DIGITS_ARCH,
+                "dataset": "digits",
+                "measures": ["c3", "c4"],
+                "samples_per_class": 10,
+                "params": {"c3": {"k": 10 + 5 * index}},  # distinct jobs, distinct c3 values
+            }
+            response = submit_job(
+                client,
+                digits_checkpoint,
+                spec,
+                collection=name,
+                model_name=f"p{index}",
+                hyperparameters=json.dumps(hyperparameters),
+                test_accuracy=str(test_accuracy),
+                train_accuracy=str(train_accuracy),
+            )
+            assert response.status_code == 202, response.text
+            job_ids.append(response.json()["id"])
+        for job_id in job_ids:
+            assert wait_for_job(client, job_id, ("succeeded",), timeout=120)["state"] == "succeeded"
+    return Collection(name, job_ids, [])
+
+
+def test_job_page_shows_every_warning(page: tuple[Any, Watch], stack: Stack, protocol_collection) -> None:
+    browser_page, watch = page
+    with stack.client() as client:
+        job = client.get(f"/v1/jobs/{protocol_collection.job_ids[0]}").json()
+    (fit_warning,) = job["result"]["meta"]["result_warnings"]  # untrained: below 0.99 on its probe
+    assert job["result"]["status"]["c4"]["warnings"]  # k = 5 >= the 2 layers
+    browser_page.goto(f"{stack.url}/#/jobs/{job['id']}")
+    browser_page.locator("table.scores").wait_for()
+    assert browser_page.locator(".result-warning").all_inner_texts() == [f"⚠ {fit_warning}"]
+    for measure, status in job["result"]["status"].items():
+        shown = browser_page.locator(f'table.scores tr[data-measure="{measure}"] td.measure-warnings li')
+        assert shown.all_inner_texts() == [f"⚠ {warning}" for warning in status["warnings"]], measure
+    watch.assert_clean()
+
+
+def _box(locator: Any) -> tuple[float, float, float, float]:
+    box = locator.bounding_box()
+    assert box is not None
+    return box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"]
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_collection_page_shows_warnings_groups_and_left_out_models(
+    page: tuple[Any, Watch], stack: Stack, protocol_collection, tmp_path: Path
+) -> None:
+    browser_page, watch = page
+    name = protocol_collection.name
+    with stack.client() as client:
+        ranking = client.get(f"/v1/collections/{name}/ranking").json()
+        jobs = {job_id: client.get(f"/v1/jobs/{job_id}").json() for job_id in protocol_collection.job_ids}
+    browser_page.goto(f"{stack.url}/#/collections/{name}")
+    browser_page.locator("table.kendall").wait_for()
+
+    # the models table: every measure's warnings on its cell, the fit warning on the model
+    for index, job in enumerate(jobs.values()):
+        row = browser_page.locator(f'table.models tr[data-model="p{index}"]')
+        flag = row.locator("td.model .result-warning-flag")
+        assert json.loads(flag.get_attribute("data-warnings")) == job["result"]["meta"]["result_warnings"]
+        for measure, status in job["result"]["status"].items():
+            cell_flag = row.locator(f'td[data-measure="{measure}"] .warning-flag')
+            shown = json.loads(cell_flag.get_attribute("data-warnings")) if cell_flag.count() else []
+            assert shown == status["warnings"], (index, measure)
+            if status["warnings"]:
+                assert cell_flag.get_attribute("title") == "\n".join(status["warnings"])
+
+    # the Kendall table: lr has one group (its interval is said to be none), batch_size none
+    c3 = ranking["measures"]["c3"]
+    assert ranking["n_left_out"] == 1 and c3["groups"] == {"lr": 1, "batch_size": 0}
+    assert c3["ci_low"]["lr"] == c3["ci_high"]["lr"]  # what the page must not show as an interval
+    for column in ("lr", "total"):
+        cell = browser_page.locator(f'table.kendall tr[data-measure="c3"] td[data-column="{column}"]')
+        assert float(cell.get_attribute("data-value")) == c3["psi"][column]
+        assert cell.locator(".groups").get_attribute("data-groups") == "1"
+        assert cell.locator(".ci").inner_text() == "one group, no interval"
+        assert cell.locator(".ci[data-ci-low]").count() == 0
+    batch = browser_page.locator('table.kendall tr[data-measure="c3"] td[data-column="batch_size"]')
+    assert batch.inner_text() == "n/a" and batch.get_attribute("title") == c3["why"]["batch_size"]
+
+    # the scatter plots: the left-out model is its own grey-cross trace named in the legend
+    for measure in ranking["measures"]:
+        plot = browser_page.locator(f'.plot[data-measure="{measure}"]')
+        plot.locator(".main-svg").first.wait_for()
+        traces = plot.evaluate("d => d.data.map(t => [t.name, t.customdata, t.marker.symbol || 'circle'])")
+        left_out = [t for t in traces if t[0].startswith("left out")]
+        assert left_out == [["left out of τ/ψ (1)", ["p2"], "x-thin-open"]], traces
+        assert sorted(n for t in traces if t not in left_out for n in t[1]) == ["p0", "p1"]
+        legend = plot.locator(".legend .traces").evaluate_all("items => items.map(i => i.textContent)")
+        assert "left out of τ/ψ (1)" in legend
+        # no text past the plot, and plotly's toolbar clear of the title
+        plot.hover()
+        frame = _box(plot)
+        for text in plot.locator("svg text").all():
+            if text.text_content().strip() and text.is_visible():
+                box = _box(text)
+                assert (
+                    frame[0] <= box[0] and box[2] <= frame[2] and frame[1] <= box[1] and box[3] <= frame[3]
+                ), (
+                    text.text_content(),
+                    box,
+                    frame,
+                )
+                assert float(text.evaluate("t => parseFloat(getComputedStyle(t).fontSize)")) >= 11
+        toolbar = plot.locator(".modebar")
+        assert toolbar.is_visible()
+        assert not _overlap(_box(toolbar), _box(plot.locator(".gtitle")))
+        assert frame[3] - frame[1] >= 450  # a readable plot
+    screenshot(browser_page, "dashboard-protocol", tmp_path)
+    watch.assert_clean()
+
+
+def test_kendall_cells_show_their_groups(
+    page: tuple[Any, Watch], stack: Stack, collection: Collection
+) -> None:
+    browser_page, watch = page
+    with stack.client() as client:
+        ranking = client.get(f"/v1/collections/{collection.name}/ranking").json()
+    browser_page.goto(f"{stack.url}/#/collections/{collection.name}")
+    browser_page.locator("table.kendall").wait_for()
+    for measure, entry in ranking["measures"].items():
+        formed = [axis for axis in ranking["axes"] if entry["psi"][axis] is not None]
+        expected = {axis: entry["groups"][axis] for axis in formed}
+        if entry["psi"]["total"] is not None:
+            expected["total"] = sum(entry["groups"][axis] for axis in formed)
+        assert expected and all(count >= 2 for count in expected.values())  # intervals from several groups
+        for column, count in expected.items():
+            cell = browser_page.locator(
+                f'table.kendall tr[data-measure="{measure}"] td[data-column="{column}"]'
+            )
+            assert cell.locator(".groups").get_attribute("data-groups") == str(count)
+            assert cell.locator(".groups").inner_text() == f"{count} groups"
+            assert cell.locator(".ci[data-ci-low]").count() == 1
+    watch.assert_clean()

@@ -213,7 +213,13 @@ def test_plot_titles_follow_the_rankings_protocol_parameters(
     entry = ranking.json()["measures"]["c3"]
     assert png_title(default) == png_title(explicit), "level 0.95 and 1,000 resamples are the defaults"
     assert "95% CI" in png_title(default) and "50% CI" in png_title(narrower), png_title(narrower)
-    assert png_title(narrower) == f"c3\n{tau_text(entry, 0.5)} (n = {entry['n_models']})", "as the ranking"
+    drawn_left_out = sum(  # plotted (score and test accuracy) but not counted: the protocol's
+        not row["in_coefficients"] and row["score"] is not None and row["test_accuracy"] is not None
+        for row in entry["ranking"]
+    )
+    left_out = f"; {drawn_left_out} left out: train acc < 0.99" if drawn_left_out else ""
+    expected = f"c3\n{tau_text(entry, 0.5)}\nn = {entry['n_models']}{left_out}"
+    assert png_title(narrower) == expected, "as the ranking"
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
     plots = tmp_path / "plots"
     argv = [

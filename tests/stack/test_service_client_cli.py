@@ -98,8 +98,8 @@ def test_cli_submit_status_collection(embedded_stack: Stack, digits_checkpoint: 
     table = run_cli(embedded_stack, "collection", collection)
     assert table.returncode == 0, table.stderr
     header, row = table.stdout.strip().splitlines()
-    assert header.split("\t") == ["model", "state", "test_acc", "train_acc", "c3", "c4"]
-    assert row.split("\t")[:3] == ["cli-model", "succeeded", "0.42"]
+    assert header.split() == ["model", "state", "width", "test_acc", "train_acc", "c3", "c4"]
+    assert row.split()[:5] == ["cli-model", "succeeded", "8", "0.42", "-"]
 
     missing = run_cli(embedded_stack, "status", "no-such-job")
     assert missing.returncode == 2 and "Job not found" in missing.stderr

@@ -11,7 +11,10 @@ export async function renderCollection(root, name) {
   const anyScored = collection.models.some((m) => m.state === "succeeded" && m.scores);
   const ranking = anyScored ? await api(`${path}/ranking`) : { axes: [], measures: {}, target: "test_accuracy" };
   const jobsById = new Map(jobs.map((job) => [job.id, job]));
-  const models = collection.models.map((model) => ({ ...model, status: jobsById.get(model.job_id)?.result?.status || {} }));
+  const models = collection.models.map((model) => {
+    const result = jobsById.get(model.job_id)?.result;
+    return { ...model, status: result?.status || {}, result_warnings: result?.meta?.result_warnings || [] };
+  });
   const axes = [...new Set(collection.models.flatMap((m) => Object.keys(m.hyperparameters || {})))];
   const measures = Object.keys(ranking.measures);
   const orientations = Object.fromEntries(catalog.measures.map((m) => [m.name, m.orientation]));

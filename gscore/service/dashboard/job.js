@@ -6,6 +6,11 @@ import { poll } from "/dashboard/poll.js";
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 const POLL_MS = 1000;
 
+function warningList(warnings) {
+  if (!warnings || !warnings.length) return "";
+  return `<ul class="warnings">${warnings.map((w) => `<li>⚠ ${esc(w)}</li>`).join("")}</ul>`;
+}
+
 function scoresTable(result) {
   const status = result.status || {};
   const names = [...new Set([...Object.keys(result.scores || {}), ...Object.keys(status)])];
@@ -13,10 +18,18 @@ function scoresTable(result) {
     const value = result.scores?.[name];
     const s = status[name];
     return `<tr data-measure="${esc(name)}"><th>${esc(name)}</th><td class="num">${num(value, 6)}</td>
-      <td>${esc(s?.status || (value === null || value === undefined ? "not computed" : "ok"))}</td><td>${esc(s?.reason || "")}</td></tr>`;
+      <td>${esc(s?.status || (value === null || value === undefined ? "not computed" : "ok"))}</td><td>${esc(s?.reason || "")}</td>
+      <td class="measure-warnings">${warningList(s?.warnings)}</td></tr>`;
   });
-  return `<table class="scores"><thead><tr><th>measure</th><th>score</th><th>status</th><th>reason</th></tr></thead>
+  return `<table class="scores"><thead><tr><th>measure</th><th>score</th><th>status</th><th>reason</th><th>warnings</th></tr></thead>
     <tbody>${rows.join("")}</tbody></table>`;
+}
+
+// Warnings about the whole result (a model that does not fit its training data) and notes on skipped measures.
+function resultNotices(meta) {
+  const warnings = (meta?.result_warnings || []).map((w) => `<p class="result-warning" role="note">⚠ ${esc(w)}</p>`);
+  const notes = (meta?.notes || []).map((n) => `<p class="muted note">${esc(n)}</p>`);
+  return warnings.join("") + notes.join("");
 }
 
 function draw(root, job) {
@@ -28,7 +41,7 @@ function draw(root, job) {
     outcome = `<h2>Error</h2><div class="error" role="alert"><strong>${esc(job.error.title)}</strong>
       <p class="detail">${esc(job.error.detail)}</p><p class="muted">${esc(job.error.type)}</p></div>`;
   } else if (job.result) {
-    outcome = `<h2>Scores</h2>${scoresTable(job.result)}<h2>Meta</h2><pre>${esc(JSON.stringify(job.result.meta, null, 2))}</pre>`;
+    outcome = `<h2>Scores</h2>${resultNotices(job.result.meta)}${scoresTable(job.result)}<h2>Meta</h2><pre>${esc(JSON.stringify(job.result.meta, null, 2))}</pre>`;
   }
   root.innerHTML = `<h1>Job <code>${esc(job.id)}</code></h1>
     <dl class="fields">

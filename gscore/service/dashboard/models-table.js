@@ -4,23 +4,31 @@ import { esc, hyper, num } from "/dashboard/format.js";
 
 const OK_STATUSES = new Set(["ok", "computed", "succeeded"]);
 
+// A ⚠ with the number of warnings; hovering it shows them, one per line.
+function warningFlag(warnings, className) {
+  if (!warnings || !warnings.length) return "";
+  return ` <span class="${className}" data-warnings="${esc(JSON.stringify(warnings))}" title="${esc(warnings.join("\n"))}">⚠${warnings.length > 1 ? ` ${warnings.length}` : ""}</span>`;
+}
+
 function scoreCell(model, measure) {
   const value = model.scores?.[measure];
   const status = model.status?.[measure];
   const flagged = status && !OK_STATUSES.has(status.status);
   const title = status ? `${status.status}${status.reason ? `: ${status.reason}` : ""}` : "";
+  const warnings = warningFlag(status?.warnings, "warning-flag");
   if (value === null || value === undefined) {
     const text = status ? status.status : model.state === "succeeded" ? "not computed" : "–";
-    return { sort: null, html: `<td class="num na" data-measure="${esc(measure)}" title="${esc(title)}">${esc(text)}</td>` };
+    return { sort: null, html: `<td class="num na" data-measure="${esc(measure)}" title="${esc(title)}">${esc(text)}${warnings}</td>` };
   }
   const flag = flagged ? ` <span class="status-flag" title="${esc(title)}">⚠ ${esc(status.status)}</span>` : "";
   return {
     sort: value,
-    html: `<td class="num" data-measure="${esc(measure)}" data-value="${value}" title="${esc(title)}">${num(value)}${flag}</td>`,
+    html: `<td class="num" data-measure="${esc(measure)}" data-value="${value}" title="${esc(title)}">${num(value)}${flag}${warnings}</td>`,
   };
 }
 
-// models: [{model_name, job_id, state, hyperparameters, test_accuracy, train_accuracy, scores, status}]
+// models: [{model_name, job_id, state, hyperparameters, test_accuracy, train_accuracy, scores, status,
+// result_warnings}]: a measure's warnings flag its cell, the result's (an underfit model) its name.
 export function modelsTable(container, models, axes, measures) {
   const columns = [
     { key: "model", label: "model" },
@@ -34,7 +42,7 @@ export function modelsTable(container, models, axes, measures) {
     const cells = {
       model: {
         sort: model.model_name,
-        html: `<td class="model"><a href="#/jobs/${encodeURIComponent(model.job_id)}">${esc(model.model_name)}</a></td>`,
+        html: `<td class="model"><a href="#/jobs/${encodeURIComponent(model.job_id)}">${esc(model.model_name)}</a>${warningFlag(model.result_warnings, "result-warning-flag")}</td>`,
       },
       state: { sort: model.state, html: `<td class="state-${esc(model.state)}">${esc(model.state)}</td>` },
       test_accuracy: { sort: model.test_accuracy, html: `<td class="num">${num(model.test_accuracy)}</td>` },

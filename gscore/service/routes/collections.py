@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -55,11 +56,21 @@ Target = Literal["test_accuracy", "generalization_gap"]
 
 def _collection_jobs(ctx: ServiceContext, name: str, caller: Principal) -> list[Job]:
     """The caller's jobs of the collection (404 when it has none: another owner's collection reads as
-    missing)."""
+    missing; the 404 names the caller's collections with a similar name)."""
     jobs = ctx.repo.collection_jobs(name, caller.visible_to)
     if not jobs:
-        raise collection_not_found(name)
+        visible = [known for known, _ in ctx.repo.collections(caller.visible_to)]
+        raise collection_not_found(name, near_matches(name, visible))
     return jobs
+
+
+def near_matches(name: str, known: list[str], limit: int = 3) -> list[str]:
+    """The names of ``known`` closest to ``name`` (difflib's ratio >= 0.6, case ignored), best first."""
+    by_folded: dict[str, list[str]] = {}
+    for candidate in known:
+        by_folded.setdefault(candidate.casefold(), []).append(candidate)
+    close = difflib.get_close_matches(name.casefold(), list(by_folded), n=limit, cutoff=0.6)
+    return [candidate for folded in close for candidate in by_folded[folded]][:limit]
 
 
 def _result_status(result: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +96,7 @@ def _result_meta(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _scored_records(jobs: list[Job]) -> tuple[list[ModelRecord], list[dict[str, str]]]:
-    """Records of the succeeded jobs (validated like a `gscore rank` file), and the models left out."""
+    """Records of the succeeded jobs (validated like a `gscore rank-file` file), and the models left out."""
     scored = [job for job in jobs if job.state == "succeeded" and job.result]
     items = [
         {
@@ -153,7 +164,7 @@ def get_ranking(
     n_resamples: Resamples = DEFAULT_RESAMPLES,
     seed: BootstrapSeed = 0,
 ) -> RankingOut:
-    """The same document as `gscore rank FILE --json`, plus `not_scored`: models whose job has not succeeded."""
+    """The same document as `gscore rank-file FILE --json`, plus `not_scored`: models whose job has not succeeded."""
     records, not_scored = _scored_records(_collection_jobs(ctx, name, caller))
     result = rank_collection(
         records,
