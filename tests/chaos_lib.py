@@ -8,6 +8,7 @@ Used by tests/stack/test_chaos.py (assertions) and benchmarks/chaos.py (the full
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -145,7 +146,8 @@ class ChaosStack(Stack):
                 process.wait()
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the group may be gone already (it killed itself)
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
     def completions(self) -> Counter[str]:
