@@ -1,5 +1,6 @@
 # `make run`: the API and one worker on 127.0.0.1:8000 (embedded SQLite mode).
-# `make test`: the whole test suite. Both create .venv and install on first use.
+# `make test`: the test suite (two processes); `make test-chaos`: the fault-injection scenarios.
+# Both create .venv and install on first use.
 # CPU-only PyTorch (no CUDA libraries, a much smaller .venv): make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ TORCH_INDEX ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench bench-service demo clean
+.PHONY: run test test-chaos lint bench bench-service demo clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +21,11 @@ run: $(VENV)/.installed
 	$(VENV)/bin/gscore up --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+
+# the fault-injection scenarios against real API/worker processes (tests/stack/test_chaos.py; CI runs them too)
+test-chaos: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q -m "chaos and not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -18,18 +18,16 @@ TEST_FAULTS = ("", "exit-before-publish", "exit-before-claim")
 
 
 class Settings(BaseSettings):
-    """Product settings. Environment variable names are given by each field's alias."""
+    """Product settings: field `x` is read from `GSCORE_X` (DATABASE_URL and BROKER_URL keep their usual names)."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="GSCORE_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(
         Path("gscore-data"),
-        validation_alias=AliasChoices("GSCORE_DATA_DIR", "data_dir"),
         description="Root of all embedded state (SQLite files, stored checkpoints and datasets).",
     )
     datasets_dir: Path | None = Field(
         None,
-        validation_alias=AliasChoices("GSCORE_DATASETS_DIR", "datasets_dir"),
         description="Where built-in datasets (CIFAR) are installed; default DATA_DIR/datasets.",
     )
     database_url: str | None = Field(
@@ -44,33 +42,28 @@ class Settings(BaseSettings):
     )
     device: str = Field(
         "auto",
-        validation_alias=AliasChoices("GSCORE_DEVICE", "device"),
         description="auto, cpu or cuda: where workers run the models.",
     )
     torch_threads: int | None = Field(
         None,
         ge=1,
         le=1024,
-        validation_alias=AliasChoices("GSCORE_TORCH_THREADS", "torch_threads"),
         description="CPU threads of each worker process's torch ops; default torch's own (one per core). "
         "Set it when other processes share the cores: oversubscribed threads stall (10x slower seen).",
     )
     max_upload_bytes: int = Field(
         512 * 1024 * 1024,
-        validation_alias=AliasChoices("GSCORE_MAX_UPLOAD_BYTES", "max_upload_bytes"),
         description="Largest accepted checkpoint or dataset upload, in bytes.",
     )
     max_dataset_bytes: int = Field(
         512 * 1024 * 1024,
         ge=1,
-        validation_alias=AliasChoices("GSCORE_MAX_DATASET_BYTES", "max_dataset_bytes"),
         description="Largest uncompressed size of an .npz dataset (the sum of its members), checked from "
         "the archive's directory before anything is inflated, at upload and in the worker.",
     )
     max_checkpoint_bytes: int = Field(
         1024 * 1024 * 1024,
         ge=1,
-        validation_alias=AliasChoices("GSCORE_MAX_CHECKPOINT_BYTES", "max_checkpoint_bytes"),
         description="Largest uncompressed size of a torch.save checkpoint archive (the sum of its members) "
         "and of the tensors an ONNX model declares, checked before loading, at submission and in the worker.",
     )
@@ -78,131 +71,103 @@ class Settings(BaseSettings):
         2,
         ge=0,
         le=64,
-        validation_alias=AliasChoices("GSCORE_UPLOAD_CHECK_PROCESSES", "upload_check_processes"),
         description="Processes of the API that run the CPU-heavy checks of uploads (archive and header "
         "scans), at low priority, so health checks and polls never wait on them; at most this many run at "
         "once. 0 runs them in the request's thread (tests).",
     )
-    job_soft_time_limit: int = Field(
-        6 * 3600, validation_alias=AliasChoices("GSCORE_JOB_SOFT_TIME_LIMIT", "job_soft_time_limit")
-    )
-    job_time_limit: int = Field(
-        6 * 3600 + 300, validation_alias=AliasChoices("GSCORE_JOB_TIME_LIMIT", "job_time_limit")
-    )
+    job_soft_time_limit: int = Field(6 * 3600)
+    job_time_limit: int = Field(6 * 3600 + 300)
     lease_seconds: int = Field(
         60,
-        validation_alias=AliasChoices("GSCORE_LEASE_SECONDS", "lease_seconds"),
         description="A running job renews its lease this often x 1/3; an expired lease means its worker died.",
     )
-    max_attempts: int = Field(3, validation_alias=AliasChoices("GSCORE_MAX_ATTEMPTS", "max_attempts"))
+    max_attempts: int = Field(3)
     storage_dir: Path | None = Field(
         None,
-        validation_alias=AliasChoices("GSCORE_STORAGE_DIR", "storage_dir"),
         description="Content-addressed checkpoints and uploaded datasets; default DATA_DIR/storage. "
         "Shared by the API and every worker (a shared volume when workers run on other machines).",
     )
     default_queue: str = Field(
         "cpu",
-        validation_alias=AliasChoices("GSCORE_DEFAULT_QUEUE", "default_queue"),
         description="Celery queue new jobs go to: cpu or gpu.",
     )
     reaper_interval_seconds: float = Field(
         10.0,
-        validation_alias=AliasChoices("GSCORE_REAPER_INTERVAL_SECONDS", "reaper_interval_seconds"),
         description="How often the API and each worker look for running jobs whose lease expired.",
     )
     progress_interval_seconds: float = Field(
         0.5,
-        validation_alias=AliasChoices("GSCORE_PROGRESS_INTERVAL_SECONDS", "progress_interval_seconds"),
         description="Least time between two progress writes of a job to the database.",
     )
     republish_after_seconds: float = Field(
         30.0,
-        validation_alias=AliasChoices("GSCORE_REPUBLISH_AFTER_SECONDS", "republish_after_seconds"),
         description="A job still queued this long after it was last published is published again (the "
         "job table is the outbox: a lost broker message delays a job, never loses it). The wait doubles "
         "with the job's age, up to GSCORE_REPUBLISH_MAX_INTERVAL_SECONDS.",
     )
     republish_max_interval_seconds: float = Field(
         300.0,
-        validation_alias=AliasChoices(
-            "GSCORE_REPUBLISH_MAX_INTERVAL_SECONDS", "republish_max_interval_seconds"
-        ),
         description="Longest wait between two publishes of a job that stays queued.",
     )
     broker_timeout_seconds: float = Field(
         5.0,
-        validation_alias=AliasChoices("GSCORE_BROKER_TIMEOUT_SECONDS", "broker_timeout_seconds"),
         description="Connect and socket timeout of every broker call; a publish retries within about this long.",
     )
     database_timeout_seconds: float = Field(
         5.0,
-        validation_alias=AliasChoices("GSCORE_DATABASE_TIMEOUT_SECONDS", "database_timeout_seconds"),
         description="Connect and connection-pool timeout of the database (PostgreSQL statements get 6x).",
     )
     claim_retry_seconds: float = Field(
         10.0,
-        validation_alias=AliasChoices("GSCORE_CLAIM_RETRY_SECONDS", "claim_retry_seconds"),
         description="How long a worker retries claiming a job while the database fails; then the message "
         "is dropped and the job, still queued, is published again later.",
     )
     webhook_secret: str | None = Field(
         None,
-        validation_alias=AliasChoices("GSCORE_WEBHOOK_SECRET", "webhook_secret"),
         description="Key of the HMAC-SHA256 signature of every webhook event (docs/service.md); required "
         "when GSCORE_WEBHOOK_ALLOWED_HOSTS is set.",
     )
     webhook_allowed_hosts: str = Field(
         "",
-        validation_alias=AliasChoices("GSCORE_WEBHOOK_ALLOWED_HOSTS", "webhook_allowed_hosts"),
         description="Comma-separated host names (or IP addresses) a job's notify_url may point to; "
         "empty: webhooks are off. A tenant's URL is a request made by the server: list only receivers.",
     )
     webhook_max_attempts: int = Field(
         8,
-        validation_alias=AliasChoices("GSCORE_WEBHOOK_MAX_ATTEMPTS", "webhook_max_attempts"),
         description="Deliveries of one event before it is given up (notification state 'failed').",
     )
     webhook_backoff_seconds: float = Field(
         5.0,
-        validation_alias=AliasChoices("GSCORE_WEBHOOK_BACKOFF_SECONDS", "webhook_backoff_seconds"),
         description="Wait before the second attempt; it doubles after every failed attempt.",
     )
     webhook_backoff_max_seconds: float = Field(
         3600.0,
-        validation_alias=AliasChoices("GSCORE_WEBHOOK_BACKOFF_MAX_SECONDS", "webhook_backoff_max_seconds"),
         description="Longest wait between two attempts.",
     )
     webhook_timeout_seconds: float = Field(
         10.0,
-        validation_alias=AliasChoices("GSCORE_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds"),
         description="Connect, read and write timeout of one delivery (a receiver slower than this fails it).",
     )
     webhook_max_in_flight: int = Field(
         4,
-        validation_alias=AliasChoices("GSCORE_WEBHOOK_MAX_IN_FLIGHT", "webhook_max_in_flight"),
         description="Deliveries one process makes at once (its bounded pool; hanging receivers hold a "
         "slot until their timeout, never a worker or a request).",
     )
     webhook_poll_seconds: float = Field(
         1.0,
-        validation_alias=AliasChoices("GSCORE_WEBHOOK_POLL_SECONDS", "webhook_poll_seconds"),
         description="How often the API and each worker look for events to deliver.",
     )
     test_job_delay_seconds: float = Field(
         0.0,
-        validation_alias=AliasChoices("GSCORE_TEST_JOB_DELAY_SECONDS", "test_job_delay_seconds"),
         description="TEST HOOK: a worker waits this long (honouring cancel) before scoring. Keep 0.",
     )
     test_job_gate_dir: Path | None = Field(
         None,
-        validation_alias=AliasChoices("GSCORE_TEST_JOB_GATE_DIR", "test_job_gate_dir"),
         description="TEST HOOK: a worker holds each job in stage 'test-gate' and advances one step per file "
         "the test creates in this folder ('1', '2', '3'; 'open' passes every step). Keep unset.",
     )
     test_fault: str = Field(
         "",
-        validation_alias=AliasChoices("GSCORE_TEST_FAULT", "test_fault"),
         description="TEST HOOK for the chaos suite: 'exit-before-publish' (the API process exits after "
         "committing a job, before publishing it) or 'exit-before-claim' (a worker process exits after "
         "taking a message, before claiming its job). Keep empty.",
@@ -280,7 +245,7 @@ class Settings(BaseSettings):
 def env_name(field: str) -> str:
     """The environment variable that sets ``field`` (e.g. ``lease_seconds`` -> ``GSCORE_LEASE_SECONDS``)."""
     alias = Settings.model_fields[field].validation_alias
-    return alias.choices[0] if isinstance(alias, AliasChoices) else field.upper()
+    return alias.choices[0] if isinstance(alias, AliasChoices) else f"GSCORE_{field.upper()}"
 
 
 def load_settings() -> Settings:

@@ -118,13 +118,22 @@ class Collection:
     progress_seen: list[tuple[str, str, str]]  # (state, stage text, progress value) seen in the browser
 
 
+# (state, stage text, progress value) of a jobs-page row, read at once (the row is redrawn as the page polls)
+READ_ROW = """row => {
+    const text = selector => row.querySelector(selector)?.innerText ?? "";
+    const bar = row.querySelector("td.progress progress");
+    return [text("td.state"), bar ? text("td.progress .stage") : "", bar?.getAttribute("value") ?? ""];
+}"""
+
+
 @pytest.fixture(scope="module")
 def collection(stack: Stack, gate: Path, digits_checkpoint: Path, browser: Any) -> Collection:
     """Four models (a 2x2 lr x batch_size grid) scored by the real worker; while the first runs, the jobs
     page is watched in the browser and what its row shows is recorded. The first job is held at each step of
-    its gate until the page has shown that step, so every step is seen however loaded the machine is."""
+    its gate until the page has shown that step, so every step is seen however loaded the machine is. The
+    others are submitted once it runs (the one worker then takes them after it: the watched job is first)."""
     name = f"sweep-{uuid.uuid4().hex[:6]}"
-    job_ids = []
+    job_ids: list[str] = []
     with stack.client() as client:
         for index, hyperparameters in enumerate(GRID):
             spec = {
@@ -147,6 +156,8 @@ def collection(stack: Stack, gate: Path, digits_checkpoint: Path, browser: Any) 
             )
             assert response.status_code == 202, response.text
             job_ids.append(response.json()["id"])
+            if index == 0:
+                wait_for_job(client, job_ids[0], ("running",), timeout=STATE_TIMEOUT_SECONDS)
 
         context = browser.new_context()
         page = context.new_page()
@@ -157,10 +168,7 @@ def collection(stack: Stack, gate: Path, digits_checkpoint: Path, browser: Any) 
         def watch_until(done: Callable[[tuple[str, str, str]], bool]) -> None:
             deadline = time.monotonic() + STATE_TIMEOUT_SECONDS
             while time.monotonic() < deadline:
-                state = row.locator("td.state").inner_text(timeout=10_000)
-                bar = row.locator("td.progress progress")
-                value = (bar.get_attribute("value") or "") if bar.count() else ""
-                stage = row.locator("td.progress .stage").inner_text() if bar.count() else ""
+                state, stage, value = row.evaluate(READ_ROW, timeout=30_000)  # one read: a consistent row
                 if not seen or seen[-1] != (state, stage, value):
                     seen.append((state, stage, value))
                 if done(seen[-1]):
@@ -374,10 +382,13 @@ PROTOCOL_MODELS = [  # (hyperparameters, test accuracy, train accuracy): the las
 
 
 @pytest.fixture(scope="module")
-def protocol_collection(stack: Stack, gate: Path, digits_checkpoint: Path) -> Collection:
+def protocol_collection(
+    stack: Stack, gate: Path, digits_checkpoint: Path, collection: Collection
+) -> Collection:
     """Three models of the untrained digits CNN (every result carries the fit warning; c4's k above the
     layer count warns too): two given as fitted that differ only in lr (one group for lr, none for
-    batch_size) and one left out by the training-accuracy protocol."""
+    batch_size) and one left out by the training-accuracy protocol. Made after `collection` (it opens the
+    gate that `collection` watches step by step)."""
     name = f"protocol-{uuid.uuid4().hex[:6]}"
     job_ids = []
     (gate / "open").touch()  # nothing to watch here: these jobs pass the worker's gate at once

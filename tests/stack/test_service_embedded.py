@@ -151,7 +151,8 @@ def test_catalog_health_and_metrics(embedded_stack: Stack, digits_checkpoint: Pa
         assert datasets["cifar10"]["installed"] is False and datasets["cifar10"]["where"]["directory"]
         assert client.get("/healthz").json()["status"] == "ok"
         ready = client.get("/readyz").json()
-        assert ready == {"status": "ready", "checks": {"database": "ok", "broker": "ok", "storage": "ok"}}
+        checks = {"database": "ok", "broker": "ok", "storage": "ok", "engine": "ok"}
+        assert ready == {"status": "ready", "checks": checks}
         metrics = client.get("/metrics").text
         assert 'gscore_http_requests_total{method="GET",route="/readyz",status="200"}' in metrics
         assert 'gscore_jobs{state="succeeded"}' in metrics
