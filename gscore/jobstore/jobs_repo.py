@@ -308,18 +308,8 @@ class JobsRepo:
         there is no such job, or it belongs to an owner other than ``visible_to`` (None: any owner)."""
         if "\x00" in job_id or self.get(job_id, visible_to) is None:
             return None
-        now = utcnow()
         with self.sessions() as session, session.begin():
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == QUEUED)
-                .values(state=CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
-            )
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == RUNNING)
-                .values(cancel_requested=True, updated_at=now)
-            )
+            _cancel_in(session, job_id, utcnow())
         job = self.get(job_id)
         if job is not None and job.state in (SUCCEEDED, FAILED):
             raise CancelConflict(job.state)

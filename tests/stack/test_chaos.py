@@ -3,7 +3,8 @@ asserting that no accepted job is lost, none ran twice, no request hung past its
 than a 503 with Retry-After was answered. The table of every scenario and mode is printed by
 ``benchmarks/chaos.py`` (and kept in docs/service.md).
 
-The fast scenarios run in ``make test``; the rest are marked ``slow`` and ``chaos`` (``pytest -m chaos``).
+Every scenario is marked ``chaos``, which ``make test`` leaves out: ``make test-chaos`` runs the fast ones
+(CI runs it after ``make test``); the rest are also marked ``slow`` (``pytest -m chaos``).
 """
 
 from __future__ import annotations
