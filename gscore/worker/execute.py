@@ -42,19 +42,21 @@ class WorkerContext:
     storage: Storage
 
 
-_contexts: dict[int, WorkerContext] = {}
+_contexts: dict[tuple[int, str], WorkerContext] = {}
 
 
 def worker_context(settings: Settings) -> WorkerContext:
-    """One context per process (database connections must not cross a fork)."""
-    pid = os.getpid()
-    if pid not in _contexts:
-        _contexts.clear()
+    """One context per process and settings (database connections must not cross a fork; a process that
+    runs jobs of two services, as the in-process tests do, gets each one's database)."""
+    key = (os.getpid(), settings.model_dump_json())
+    if key not in _contexts:
+        for stale in [k for k in _contexts if k[0] != key[0]]:  # made before a fork
+            del _contexts[stale]
         sessions = make_session_factory(  # prepare_database ran
             settings.resolved_database_url, migrate=False, timeout_seconds=settings.database_timeout_seconds
         )
-        _contexts[pid] = WorkerContext(settings, JobsRepo(sessions), Storage(settings.resolved_storage_dir))
-    return _contexts[pid]
+        _contexts[key] = WorkerContext(settings, JobsRepo(sessions), Storage(settings.resolved_storage_dir))
+    return _contexts[key]
 
 
 def _json_safe(value: Any) -> Any:
