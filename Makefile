@@ -21,7 +21,7 @@ run: $(VENV)/.installed
 	$(VENV)/bin/gscore up --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -n 3 --dist loadfile
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
 
 # the fault-injection scenarios against real API/worker processes (tests/stack/test_chaos.py; CI runs them too)
 test-chaos: $(VENV)/.installed

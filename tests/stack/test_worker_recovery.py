@@ -7,7 +7,6 @@ honours cancel) before scoring, so there is time to cancel or kill them while th
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,9 +62,9 @@ def test_job_runs_and_duplicate_is_answered_from_the_table(
             )
         )["scores"]
         assert done["result"]["scores"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
-        started = time.monotonic()
+        # the submission's own answer is the stored result: no worker ran it (no clock involved)
         duplicate = submit_job(client, digits_checkpoint, spec).json()
-        assert duplicate["state"] == "succeeded" and time.monotonic() - started < JOB_DELAY_SECONDS
+        assert duplicate["state"] == "succeeded", duplicate
         assert duplicate["result"]["meta"]["deduplicated_from"] == job["id"]
 
 
