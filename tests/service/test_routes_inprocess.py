@@ -39,7 +39,9 @@ class Exploit:
 
 
 def inprocess_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings of an embedded-mode API under ``data_dir`` (database and broker: SQLite files there)."""
+    """Settings of an embedded-mode API under ``data_dir`` (database and broker: SQLite files there). The upload
+    checks run in the test process (``upload_check_processes=0``): the check pool has its own tests
+    (test_upload_bombs.py's pool case, and every real-process stack)."""
     values: dict[str, Any] = {
         "data_dir": data_dir,
         "datasets_dir": None,
@@ -49,6 +51,7 @@ def inprocess_settings(data_dir: Path, **overrides: Any) -> Settings:
         "device": "cpu",
         "default_queue": "cpu",
         "max_upload_bytes": MAX_UPLOAD_BYTES,
+        "upload_check_processes": 0,
     }
     values.update(overrides)
     return Settings(**values)

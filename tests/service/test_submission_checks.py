@@ -12,8 +12,6 @@ import json
 import os
 import pickle
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,8 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DIGITS_ARCH, MAX_UPLOAD_BYTES, REPO_ROOT, Stack, assert_problem, free_port, submit_job
-from conftest import wait_for_job as wait_for
+from conftest import DIGITS_ARCH, MAX_UPLOAD_BYTES, assert_problem, free_port, submit_job
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_routes_inprocess import inprocess_settings, insert_job
@@ -479,39 +476,27 @@ def test_an_unhandled_error_answers_a_problem_and_closes_the_connection_cleanly(
         thread.join(timeout=10)
 
 
-# ---- a real worker scores an ONNX job like the CLI ------------------------------------------------------
-def test_an_onnx_job_scored_by_a_worker_equals_the_cli(embedded_stack: Stack, onnx_file: Path) -> None:
-    from gscore.client import Client
+# ---- the worker scores an ONNX job like the CLI -----------------------------------------------------------
+def test_an_onnx_job_scored_by_the_worker_equals_the_cli(
+    app: FastAPI, client: TestClient, onnx_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In process: the job submitted over HTTP, run by the worker's ``execute_job`` (the function a Celery
+    worker calls), against ``gscore score --model`` (the CLI's ``main``) on the same file."""
+    from gscore.cli.main import main
+    from gscore.worker.execute import execute_job
 
-    with Client(embedded_stack.url) as service:
-        job = service.submit(
-            model=onnx_file, dataset="digits", samples_per_class=10, measures=["c1", "c2", "c3", "c4"]
-        )
-        with embedded_stack.client() as client:
-            done = wait_for(client, job["id"], ("succeeded", "failed", "cancelled"))
+    spec = {"dataset": "digits", "samples_per_class": 10, "measures": ["c1", "c2", "c3", "c4"], "seed": 3}
+    response = post_file(client, "model", onnx_file.read_bytes(), spec)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert execute_job(job_id, app.state.context.settings, "inprocess-worker") == "succeeded"
+    done = client.get(f"/v1/jobs/{job_id}").json()
     assert done["state"] == "succeeded", done["error"]
-    command = [
-        sys.executable,
-        "-m",
-        "gscore.cli",
-        "score",
-        "--model",
-        str(onnx_file),
-        "--dataset",
-        "digits",
-    ]
-    command += [
-        "--measures",
-        "c1,c2,c3,c4",
-        "--samples-per-class",
-        "10",
-        "--device",
-        "cpu",
-        "--json",
-        "--no-progress",
-    ]
-    cli = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240, check=True)
-    expected = json.loads(cli.stdout)["scores"]
+    argv = ["score", "--model", str(onnx_file), "--dataset", "digits", "--measures", "c1,c2,c3,c4"]
+    argv += ["--samples-per-class", "10", "--seed", "3", "--device", "cpu", "--json", "--no-progress"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    expected = json.loads(capsys.readouterr().out)["scores"]
     assert set(expected) == {"c1", "c2", "c3", "c4"}
     for name, value in expected.items():
         served = done["result"]["scores"][name]
