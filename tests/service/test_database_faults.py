@@ -161,13 +161,10 @@ def failing(method: Callable, times: int) -> Callable:
 def run_worker(settings: Any) -> Callable[[str], str]:
     from gscore.worker import execute
 
-    execute._contexts.clear()  # a context of another test's data dir must not be reused
-
-    def run(job_id: str) -> str:
+    def run(job_id: str) -> str:  # worker_context is per settings: another test's data dir is never reused
         return execute.execute_job(job_id, settings, "test-worker")
 
-    yield run
-    execute._contexts.clear()
+    return run
 
 
 @pytest.mark.parametrize("method", ["find_succeeded", "claim", "finish"])
