@@ -385,7 +385,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name")
     p.add_argument("--target", default="test_accuracy", choices=["test_accuracy", "generalization_gap"])
-    p.add_argument("--measures", help="comma-separated subset of measures")
+    p.add_argument(
+        "--measures",
+        help="comma-separated names or families present in the collection, e.g. c1,c3 or norm,c1",
+    )
     p.add_argument("--plot", metavar="DIR", help="also write one measure-vs-accuracy PNG per measure")
     p.add_argument("--color-by", metavar="HYPERPARAMETER", help="colour the --plot points by it (a legend)")
     p.add_argument(

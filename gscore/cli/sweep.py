@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--dataset", required=True, help="a built-in dataset or a name uploaded to the server")
     q.add_argument("--collection", required=True)
     q.add_argument("--split", default="train", choices=["train", "test"])
-    q.add_argument("--measures", help="comma-separated, e.g. c1,c2,c3,c4")
+    q.add_argument("--measures", help="comma-separated names or families, e.g. c1,c2,c3,c4 or norm,c1 or all")
     q.add_argument("--param", action="append", default=[], metavar="MEASURE.KEY=VALUE")
     q.add_argument("--samples-per-class", type=int)
     q.add_argument("--notify-url", help="webhook of every job: the server POSTs a signed event when it ends")

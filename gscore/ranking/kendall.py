@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from gscore.measures.table import MEASURES, orientation
+from gscore.measures.table import FAMILIES, MEASURES, expand_measure_names, orientation
 from gscore.ranking.bootstrap import (
     DEFAULT_LEVEL,
     DEFAULT_RESAMPLES,
@@ -81,6 +81,7 @@ __all__ = [
     "RankingInputError",
     "collection_axes",
     "default_measures",
+    "select_measures",
     "finite_or_none",
     "format_ranking_table",
     "granulated_kendall",
@@ -224,6 +225,29 @@ def default_measures(records: Sequence[ModelRecord]) -> list[str]:
     present = {name for record in records for name in [*record.scores, *record.measure_status]}
     known = [name for name in MEASURES if name in present]
     return known + sorted(present.difference(MEASURES))
+
+
+def select_measures(records: Sequence[ModelRecord], requested: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The measures a ranking request names, with family names (``norm``) and ``all`` standing for their
+    members that some record has, in table order.
+
+    Returns ``(names, missing)``: ``missing`` lists each requested measure no record has, and each
+    family or ``all`` none of whose members any record has (the caller reports them).
+    """
+    present = default_measures(records)
+    names: list[str] = []
+    missing: list[str] = []
+    for name in requested:
+        if name == "all" or (name in FAMILIES and name not in MEASURES):
+            members = present if name == "all" else [m for m in expand_measure_names([name]) if m in present]
+            names += members
+            if not members:
+                missing.append(name)
+        else:
+            names.append(name)
+            if name not in present:
+                missing.append(name)
+    return list(dict.fromkeys(names)), missing
 
 
 # ----------------------------------------------------------------------------- Kendall
@@ -530,7 +554,8 @@ def rank_collection(
     ----------
     records : the models
     target : "test_accuracy" or "generalization_gap"
-    measures : measure names; default ``default_measures(records)``
+    measures : measure names, families (``norm``) or ``all`` (see ``select_measures``); default
+        ``default_measures(records)``
     min_train_accuracy : the protocol's threshold in [0, 1]; 0 turns it off
     level, n_resamples, seed : the bootstrap's interval level in (0, 1), resamples (0: no intervals), seed
 
@@ -549,9 +574,9 @@ def rank_collection(
     _check_protocol(min_train_accuracy, level, n_resamples, seed)
     validate_records(records)
     axes = collection_axes(records)
-    measure_names = list(default_measures(records) if measures is None else measures)
-    if len(set(measure_names)) != len(measure_names):
-        raise RankingInputError(f"measures are listed more than once: {measure_names}")
+    if measures is not None and len(set(measures)) != len(measures):
+        raise RankingInputError(f"measures are listed more than once: {list(measures)}")
+    measure_names = default_measures(records) if measures is None else select_measures(records, measures)[0]
     result_measures: dict[str, Any] = {}
     for measure in measure_names:
         usable = _usable(records, measure, target, min_train_accuracy)

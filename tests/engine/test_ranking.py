@@ -27,6 +27,7 @@ from gscore.ranking.kendall import (
     load_rank_file,
     model_ranking,
     rank_collection,
+    select_measures,
     target_values,
 )
 
@@ -730,3 +731,27 @@ def test_format_ranking_table_shows_intervals() -> None:
     table = format_ranking_table(result)
     assert expected in table and "1.00 [1.00, 1.00]" in table  # bs: both groups +1
     assert "Intervals: 95% bootstrap, 1000 resamples" in table
+
+
+def test_families_and_all_stand_for_the_members_a_collection_has() -> None:
+    records = [
+        ModelRecord(
+            f"m{i}",
+            {"lr": i},
+            {"c3": float(i), "margin": float(i), "fro_over_spec": 1.0 - i, "mine": 0.0},
+            0.5 + i / 10,
+            1.0,
+        )
+        for i in range(3)
+    ]
+    assert select_measures(records, ["norm", "c3"]) == (["margin", "fro_over_spec", "c3"], [])
+    assert select_measures(records, ["all"]) == (["c3", "margin", "fro_over_spec", "mine"], [])
+    assert select_measures(records, ["c3", "c1", "spectral", "norm"]) == (
+        ["c3", "c1", "margin", "fro_over_spec"],
+        ["c1", "spectral"],
+    )
+    by_family = rank_collection(records, measures=["norm"], n_resamples=0)
+    by_name = rank_collection(records, measures=["margin", "fro_over_spec"], n_resamples=0)
+    assert by_family == by_name and by_family["measures"]["margin"]["tau"] == 1.0
+    with pytest.raises(RankingInputError, match="more than once"):
+        rank_collection(records, measures=["c3", "c3"])

@@ -393,7 +393,7 @@ def test_a_dataset_name_with_other_content_is_a_409(client: TestClient) -> None:
 def test_ranking_and_plot_error_paths(client: TestClient, app: FastAPI) -> None:
     collection = "ranking-probe"
     for seed, (c3, accuracy) in enumerate([(0.1, 0.5), (0.2, 0.7), (0.3, 0.6)]):
-        result = {"scores": {"c3": c3}, "meta": {}}
+        result = {"scores": {"c3": c3, "margin": 1.0 + seed, "param_norm": 3.0 - seed}, "meta": {}}
         insert_job(
             app,
             "succeeded",
@@ -415,7 +415,19 @@ def test_ranking_and_plot_error_paths(client: TestClient, app: FastAPI) -> None:
     assert_problem(bad_target, 422, "invalid-request", field="target")
     absent = client.get(f"/v1/collections/{collection}/ranking", params={"measures": "c3,zz"})
     problem = assert_problem(absent, 422, "unknown-measure", field="measures")
-    assert "'zz'" in problem["detail"] and "present: c3" in problem["detail"]
+    assert "'zz'" in problem["detail"] and "present: c3, margin, param_norm" in problem["detail"]
+    # a family stands for its members present in the collection (margin and param_norm of "norm"), in table order
+    family = client.get(f"/v1/collections/{collection}/ranking", params={"measures": "norm,c3"}).json()
+    assert list(family["measures"]) == ["margin", "param_norm", "c3"]
+    assert list(
+        client.get(f"/v1/collections/{collection}/ranking", params={"measures": "all"}).json()["measures"]
+    ) == [
+        "c3",
+        "margin",
+        "param_norm",
+    ]
+    no_member = client.get(f"/v1/collections/{collection}/ranking", params={"measures": "spectral"})
+    assert "'spectral'" in assert_problem(no_member, 422, "unknown-measure", field="measures")["detail"]
     absent_plot = client.get(f"/v1/collections/{collection}/plot.png", params={"measure": "zz"})
     assert_problem(absent_plot, 422, "unknown-measure", field="measure")
     insert_job(app, "running", seed=10, collection="unscored-probe")

@@ -18,6 +18,7 @@ from gscore.ranking.kendall import (
     default_measures,
     parse_rank_records,
     rank_collection,
+    select_measures,
 )
 from gscore.ranking.records import MEASURE_STATUSES
 from gscore.service.context import ServiceContext
@@ -116,10 +117,11 @@ def _scored_records(jobs: list[Job]) -> tuple[list[ModelRecord], list[dict[str, 
 
 
 def _measure_list(measures: str | None, records: list[ModelRecord], field: str) -> list[str] | None:
-    """The requested measures, each of which some scored model must have (else 422 naming it)."""
-    names = [m.strip() for m in (measures or "").split(",") if m.strip()]
+    """The requested measures (names, families such as ``norm``, or ``all``), each of which some scored model
+    must have (else 422 naming it)."""
+    requested = [m.strip() for m in (measures or "").split(",") if m.strip()]
+    names, unknown = select_measures(records, requested)
     present = set(default_measures(records))
-    unknown = [name for name in names if name not in present]
     if unknown:
         raise Problem(
             422,
