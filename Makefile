@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(VENV)/bin/gscore up --host $(HOST) --port $(PORT)
 
+# files whole in two processes, in collection order: tests/conftest.py puts the slowest files first
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # the fault-injection scenarios against real API/worker processes (tests/stack/test_chaos.py; CI runs them too)
 test-chaos: $(VENV)/.installed

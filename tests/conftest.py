@@ -34,6 +34,40 @@ STOP_GRACE_SECONDS = 2.0
 MAX_UPLOAD_BYTES = 1024 * 1024
 
 
+# The files that take longest, longest first (seconds summed over their tests, measured on the 2-core CI
+# machine under load). `make test` runs files whole in two processes (xdist's loadfile) and hands them
+# out in collection order, so these go first and the short files fill in at the end: started last, one
+# of them would leave the other process idle for its whole length.
+SLOWEST_FILES = (
+    "stack/test_worker_recovery.py",
+    "stack/test_dashboard_browser.py",
+    "stack/test_ranking_service.py",
+    "engine/test_sharpness.py",
+    "stack/test_cli_watch.py",
+    "stack/test_upload_stall.py",
+    "engine/test_tangent_alignment.py",
+    "stack/test_service_up.py",
+    "engine/test_pipeline.py",
+    "stack/test_service_hostile.py",
+    "stack/test_webhooks_stack.py",
+    "stack/test_sweeps.py",
+    "engine/test_onnx_models.py",
+    "jobstore/test_migrations.py",
+    "service/test_upload_bombs.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the files of SLOWEST_FILES first, in that order; the others keep theirs (a stable sort)."""
+    rank = {name: index for index, name in enumerate(SLOWEST_FILES)}
+
+    def file_rank(item: pytest.Item) -> int:
+        relative = item.path.relative_to(REPO_ROOT / "tests").as_posix()
+        return rank.get(relative, len(SLOWEST_FILES))
+
+    items.sort(key=file_rank)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -191,18 +191,3 @@ def test_a_measure_that_cannot_be_computed_leaves_the_others(
     assert "below the target drop" in status["random_sharpness"]["reason"]
     assert status["c1"]["status"] == "undefined" and "0 by construction" in status["c1"]["reason"]
     assert 0.0 <= result["meta"]["probe_accuracy"] <= 1.0 and result["meta"]["split"] == "train"
-
-
-def test_the_worker_sets_its_torch_threads(tmp_path: Path, digits_checkpoint: Path) -> None:
-    """GSCORE_TORCH_THREADS wins over OMP_NUM_THREADS=1 of the test stacks: the result records 2."""
-    from conftest import start_stack
-
-    stack = start_stack(tmp_path / "threads", GSCORE_TORCH_THREADS="2")
-    try:
-        with stack.client() as client:
-            job = submit_job(client, digits_checkpoint, {**SPEC, "measures": ["c3"]}).json()
-            done = wait_for_job(client, job["id"], FINAL)
-        assert done["state"] == "succeeded", done
-        assert done["result"]["meta"]["torch_threads"] == 2
-    finally:
-        stack.stop()
