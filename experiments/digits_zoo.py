@@ -172,6 +172,37 @@ def load_digits_tensors() -> dict[str, torch.Tensor]:
     }
 
 
+def _cell(measure: dict, key: str) -> str:
+    """``0.43 [0.31, 0.53]``: a coefficient with its interval, ``–`` when it is undefined."""
+    value = measure["tau"] if key == "tau" else measure["psi"][key]
+    if value is None:
+        return "–"
+    low, high = (measure.get(side, {}).get(key) for side in ("ci_low", "ci_high"))
+    return f"{value:.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else "")
+
+
+def summary_table(fitted: dict, everything: dict) -> str:
+    """A markdown table of every measure, ordered by tau over all models (best first): its family, tau and
+    total over all models, tau and total over the fitted ones, each with its interval."""
+    from gscore.measures.table import MEASURES
+
+    measures = everything["measures"]
+    order = sorted(
+        measures, key=lambda name: -(measures[name]["tau"] if measures[name]["tau"] is not None else -2)
+    )
+    lines = [
+        f"| measure | family | tau, all ({everything['n_models']}) | total, all | "
+        f"tau, fitted ({fitted['n_models'] - fitted['n_left_out']}) | total, fitted |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in order:
+        family = MEASURES[name].family if name in MEASURES else "–"
+        row = [_cell(measures[name], "tau"), _cell(measures[name], "total")]
+        row += [_cell(fitted["measures"][name], "tau"), _cell(fitted["measures"][name], "total")]
+        lines.append(f"| {name} | {family} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the ranking JSON instead of the table")
     parser.add_argument("--table-file", help="also write the printed table to this file")
+    parser.add_argument(
+        "--summary-file", help="also write a markdown table of every measure, ordered by tau, to this file"
+    )
     args = parser.parse_args(argv)
 
     from gscore.client import Client
@@ -262,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.table_file:
         Path(args.table_file).write_text(table + "\n")
+    if args.summary_file:
+        Path(args.summary_file).write_text(summary_table(dict(fitted), dict(everything)) + "\n")
     print(json.dumps({"fitted": dict(fitted), "all": dict(everything)}, indent=2) if args.json else table)
     return 0
 
