@@ -29,7 +29,15 @@ RECORD_FIELDS: tuple[str, ...] = (
     "meta",
 )
 # fields of experiments/digits_zoo.py's models.json that say how a model was made; read and ignored
-IGNORED_RECORD_FIELDS: tuple[str, ...] = ("checkpoint", "arch", "epochs", "seconds", "job_id", "state")
+IGNORED_RECORD_FIELDS: tuple[str, ...] = (
+    "checkpoint",
+    "initial_checkpoint",
+    "arch",
+    "epochs",
+    "seconds",
+    "job_id",
+    "state",
+)
 
 
 class RankingInputError(GScoreError):
@@ -246,7 +254,7 @@ def load_rank_file(path: str | Path) -> list[ModelRecord]:
     "meta"}``; only ``name`` is required. ``status`` and ``meta`` have the shapes of a job result (only
     ``meta.probe_accuracy`` and ``meta.split`` are read). Scores and accuracies may be null (missing;
     NaN counts as missing too). A list value is a paired axis. The experiment's own fields (``checkpoint``,
-    ``arch``, ``epochs``, ``seconds``, ``job_id``, ``state``) are ignored. Other fields, wrong types,
+    ``initial_checkpoint``, ``arch``, ``epochs``, ``seconds``, ``job_id``, ``state``) are ignored. Other fields, wrong types,
     duplicate names and reserved axis names raise ``RankingInputError`` naming the item (0-based index
     and name) and the field.
     """
