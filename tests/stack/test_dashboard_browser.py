@@ -533,3 +533,24 @@ def test_kendall_cells_show_their_groups(
             assert cell.locator(".groups").inner_text() == f"{count} groups"
             assert cell.locator(".ci[data-ci-low]").count() == 1
     watch.assert_clean()
+
+
+def test_wide_tables_scroll_inside_their_section_on_a_narrow_window(
+    page: tuple[Any, Watch], stack: Stack, collection: Collection
+) -> None:
+    """A window narrower than the models and Kendall tables (as 29 measures make them on any screen): the
+    tables scroll inside their sections, the page itself stays as wide as the window."""
+    browser_page, watch = page
+    browser_page.set_viewport_size({"width": 480, "height": 900})
+    browser_page.goto(f"{stack.url}/#/collections/{collection.name}")
+    browser_page.locator("table.kendall").wait_for()
+    widths = browser_page.evaluate(
+        """() => ({page: document.documentElement.scrollWidth, window: window.innerWidth,
+                  models: document.querySelector("#models").scrollWidth,
+                  modelsBox: document.querySelector("#models").clientWidth,
+                  kendall: document.querySelector("#kendall").scrollWidth,
+                  kendallBox: document.querySelector("#kendall").clientWidth})"""
+    )
+    assert widths["models"] > widths["modelsBox"] and widths["kendall"] > widths["kendallBox"], widths
+    assert widths["page"] <= widths["window"], widths
+    watch.assert_clean()
