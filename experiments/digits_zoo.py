@@ -5,8 +5,9 @@ saves each checkpoint, submits it to a running gscore service with its hyperpara
 accuracy into one collection, waits for the scores, and prints the granulated Kendall table
 (rows measures, columns hyperparameters and the total), like the paper's Table 1.
 
-    gscore up &                                   # or any running service
-    python experiments/digits_zoo.py --url http://127.0.0.1:8000 [--quick] [--out zoo/]
+    GSCORE_TORCH_THREADS=1 make run &             # or any running service
+    .venv/bin/python experiments/digits_zoo.py --url http://127.0.0.1:8000 [--quick] [--out zoo/] \
+        [--summary-file summary.md]
 
 Grid (default; `--quick` is a 6-model subset for the tests). As in the paper, co-varying pairs are
 not crossed: weight decay only with the middle learning rate, dropout only without augmentation,
