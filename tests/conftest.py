@@ -129,6 +129,21 @@ def _terminate_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def run_gscore(
+    env: dict[str, str], *args: str, timeout: float = 120, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """``python -m gscore.cli ARGS`` in a new process with ``env``, from the repository; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "gscore.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
 def _gscore(*args: str) -> list[str]:
     return [sys.executable, "-m", "gscore.cli.main", *args]
 

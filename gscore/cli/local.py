@@ -291,7 +291,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from gscore.cli.ranking_options import add_ranking_options
+    from gscore.cli.ranking_options import add_ranking_options, add_ranking_selection
 
     p = sub.add_parser(
         "score",
@@ -346,12 +346,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help='JSON list of {"name", "hyperparameters", "test_accuracy", "train_accuracy", "scores"}, '
         "e.g. the models.json of experiments/digits_zoo.py",
     )
-    p.add_argument("--target", default="test_accuracy", choices=["test_accuracy", "generalization_gap"])
-    p.add_argument(
-        "--measures",
-        help="comma-separated names or families present in the collection, e.g. c1,c3 or norm,c1",
-    )
-    p.add_argument("--plot", metavar="DIR", help="also write one measure-vs-accuracy PNG per measure")
-    p.add_argument("--color-by", metavar="HYPERPARAMETER", help="colour the --plot points by it (a legend)")
+    add_ranking_selection(p)
     add_ranking_options(p)
     p.set_defaults(func=cmd_rank)

@@ -18,8 +18,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def add_ranking_selection(parser: argparse.ArgumentParser) -> None:
+    """What both ranking verbs rank and plot: the target, the measures, the plot folder and its colours."""
+    parser.add_argument("--target", default="test_accuracy", choices=["test_accuracy", "generalization_gap"])
+    parser.add_argument(
+        "--measures",
+        help="comma-separated names or families present in the collection, e.g. c1,c3 or norm,c1",
+    )
+    parser.add_argument("--plot", metavar="DIR", help="also write one measure-vs-accuracy PNG per measure")
+    parser.add_argument(
+        "--color-by", metavar="HYPERPARAMETER", help="colour the --plot points by it (a legend)"
+    )
+
+
 def add_ranking_options(parser: argparse.ArgumentParser) -> None:
-    """The protocol, interval and output options of both ranking verbs."""
+    """The protocol, interval and output options of both ranking verbs (and of ``sweep submit --wait``)."""
     parser.add_argument(
         "--min-train-accuracy",
         type=float,

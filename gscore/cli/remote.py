@@ -315,7 +315,7 @@ def _add_url_option(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from gscore.cli.local import add_model_source_arguments
-    from gscore.cli.ranking_options import add_ranking_options
+    from gscore.cli.ranking_options import add_ranking_options, add_ranking_selection
 
     p = subparsers.add_parser("submit", help="upload a checkpoint or an .onnx model for scoring")
     add_model_source_arguments(p, "a state_dict checkpoint (with --arch); or use --model")
@@ -384,19 +384,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and rankings (a JSON file offline: rank-file)",
     )
     p.add_argument("name")
-    p.add_argument("--target", default="test_accuracy", choices=["test_accuracy", "generalization_gap"])
-    p.add_argument(
-        "--measures",
-        help="comma-separated names or families present in the collection, e.g. c1,c3 or norm,c1",
-    )
-    p.add_argument("--plot", metavar="DIR", help="also write one measure-vs-accuracy PNG per measure")
-    p.add_argument("--color-by", metavar="HYPERPARAMETER", help="colour the --plot points by it (a legend)")
     p.add_argument(
         "--mlflow-experiment",
         metavar="EXP",
         help="also log the ranking to this MLflow experiment (JSON, CSV, plots; coefficients as metrics; "
         "needs gscore[mlflow], store: $MLFLOW_TRACKING_URI)",
     )
+    add_ranking_selection(p)
     add_ranking_options(p)
     _add_url_option(p)
     p.set_defaults(func=_client_errors(_ranking))

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from gscore.measures.table import FAMILIES, MEASURES, expand_measure_names, orientation
+from gscore.measures.table import FAMILIES, MEASURES, family_members, orientation
 from gscore.ranking.bootstrap import (
     DEFAULT_LEVEL,
     DEFAULT_RESAMPLES,
@@ -239,7 +239,7 @@ def select_measures(records: Sequence[ModelRecord], requested: Sequence[str]) ->
     missing: list[str] = []
     for name in requested:
         if name == "all" or (name in FAMILIES and name not in MEASURES):
-            members = present if name == "all" else [m for m in expand_measure_names([name]) if m in present]
+            members = present if name == "all" else [m for m in family_members(name) if m in present]
             names += members
             if not members:
                 missing.append(name)

@@ -13,11 +13,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from conftest import DIGITS_ARCH, REPO_ROOT, Stack, start_stack, submit_job, wait_for_job
+from conftest import DIGITS_ARCH, REPO_ROOT, Stack, run_gscore, start_stack, submit_job, wait_for_job
 from torch import nn
 
 from gscore.cli.progress import ProgressBar, stage_description
@@ -30,17 +31,8 @@ SHARPNESS_MEASURES = {n: getattr(sharpness, n) for n, m in MEASURES.items() if m
 JOB_DELAY_SECONDS = 4
 
 
-def gscore(url: str, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GSCORE_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "gscore.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=120,
-        **kwargs,
-    )
+def gscore(url: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return run_gscore({**os.environ, "GSCORE_URL": url}, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")

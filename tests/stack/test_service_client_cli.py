@@ -5,26 +5,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import DIGITS_ARCH, REPO_ROOT, Stack
+from conftest import DIGITS_ARCH, Stack, run_gscore
 
 from gscore.client import Client, ServiceError
 
 
 def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GSCORE_URL": stack.url}
-    return subprocess.run(
-        [sys.executable, "-m", "gscore.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=120,
-    )
+    return run_gscore({**os.environ, "GSCORE_URL": stack.url}, *args)
 
 
 def test_client_submit_wait_collection(embedded_stack: Stack, digits_checkpoint: Path) -> None:

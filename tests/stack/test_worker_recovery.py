@@ -9,13 +9,12 @@ honours cancel) before scoring, so there is time to cancel or kill them while th
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DIGITS_ARCH, REPO_ROOT, Stack, start_stack, submit_job, wait_for_job
+from conftest import DIGITS_ARCH, Stack, run_gscore, start_stack, submit_job, wait_for_job
 
 SPEC = {"arch": DIGITS_ARCH, "dataset": "digits", "samples_per_class": 20, "measures": ["c3", "c4"]}
 FINAL = ("succeeded", "failed", "cancelled")
@@ -45,14 +44,7 @@ def slow_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 def worker_check(stack: Stack) -> subprocess.CompletedProcess[str]:
     """``gscore worker --check`` with the stack's settings."""
-    return subprocess.run(
-        [sys.executable, "-m", "gscore.cli", "worker", "--check", "--check-timeout", "2"],
-        cwd=REPO_ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_gscore(stack.env, "worker", "--check", "--check-timeout", "2", timeout=60)
 
 
 def unique_spec() -> dict:

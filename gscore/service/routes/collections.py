@@ -121,8 +121,8 @@ def _measure_list(measures: str | None, records: list[ModelRecord], field: str) 
     must have (else 422 naming it)."""
     requested = [m.strip() for m in (measures or "").split(",") if m.strip()]
     names, unknown = select_measures(records, requested)
-    present = set(default_measures(records))
     if unknown:
+        present = default_measures(records)
         raise Problem(
             422,
             "unknown-measure",
