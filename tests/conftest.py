@@ -62,7 +62,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: index for index, name in enumerate(SLOWEST_FILES)}
 
     def file_rank(item: pytest.Item) -> int:
-        relative = item.path.relative_to(REPO_ROOT / "tests").as_posix()
+        tests = REPO_ROOT / "tests"
+        relative = item.path.relative_to(tests).as_posix() if item.path.is_relative_to(tests) else ""
         return rank.get(relative, len(SLOWEST_FILES))
 
     items.sort(key=file_rank)
